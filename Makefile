@@ -1,0 +1,41 @@
+# kocap: `make demo` runs the lifecycle on the embedded sample; `make test` runs the test suite.
+# Both create .venv and install everything on first use (a cold install takes a few minutes).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kocap-installed
+
+# Offline-safe defaults (see shared notes, stack.md); the CLI sets the same ones.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export DVC_NO_ANALYTICS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export GX_ANALYTICS_ENABLED ?= false
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/kocap run
+	$(BIN)/kocap summary
+
+test: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m 'not slow' tests
+
+clean:
+	rm -rf .prefect .dvc-remote .dvc/cache mlflow.db data/raw data/*.parquet data/rejects reports/*.json dvc.lock

@@ -1,0 +1,201 @@
+"""The `kocap` command.
+
+    kocap run [key.sub=value ...]      the lifecycle flow (Prefect), overrides written to params.yaml
+    kocap stage NAME                   one stage, as dvc.yaml runs it
+    kocap aihub list | tree KEY | download KEY --out DIR | emulate ROOT
+    kocap sample ROOT                  write the embedded AI-Hub-shaped sample
+    kocap dvc-yaml                     print dvc.yaml as generated from the stage table
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+# pretty exceptions are off: they print local variables, and a local may hold the AI-Hub key
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kocap: Korean video captioning lifecycle")
+aihub_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Talk to AI-Hub (or anything that speaks its protocol).")
+app.add_typer(aihub_app, name="aihub")
+
+OFFLINE_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def setup_environment(root: Path) -> None:
+    """Defaults for offline runs; anything the user set wins. PREFECT_HOME stays in the project."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(root.resolve() / ".prefect"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(root.resolve() / 'mlflow.db').as_posix()}")
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "httpx", "httpcore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def run(overrides: List[str] = typer.Argument(None, help="key.sub=value, written to params.yaml first"),
+        push: bool = typer.Option(True, help="dvc push the outputs to the default remote at the end")):
+    """Run the lifecycle flow on Prefect: every stage that is not up to date, then push."""
+    root = Path.cwd()
+    setup_environment(root)
+    from flows.lifecycle import lifecycle
+
+    summary = lifecycle(root=str(root), overrides=list(overrides or []), push=push)
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def stage(name: str):
+    """Run one stage in the current project (what `dvc repro` calls)."""
+    from . import stages
+    from .config import load_config
+
+    root = Path.cwd()
+    setup_environment(root)
+    _logging()
+    result = stages.run_stage(name, load_config(root / "params.yaml"), root, stages.RunEnv.from_environ())
+    typer.echo(f"{name}: done {getattr(result, '__dict__', result)!s:.2000}")
+
+
+@app.command()
+def summary():
+    """What the lifecycle produced in this project, and where to look."""
+    from . import dvcops, stages
+
+    root = Path.cwd()
+    setup_environment(root)
+    for s in stages.STAGES:
+        state = "up to date" if not dvcops.changed(root, s.name) else "NOT up to date (run `kocap run` or `dvc repro`)"
+        typer.echo(f"stage {s.name}: {state}")
+        for out in s.outs + s.metrics:
+            typer.echo(f"  {out:<32} {_describe(root / out)}")
+    typer.echo("\nnext: `dvc status` (clean), `dvc repro` (nothing to do), `make demo` again (every stage Cached);")
+    typer.echo("      `prefect server start` then `kocap run` to see the flow run in the Prefect UI (README).")
+
+
+def _describe(path: Path) -> str:
+    if path.suffix == ".parquet" and path.exists():
+        import pandas as pd
+
+        df = pd.read_parquet(path)
+        by_split = df["split"].value_counts().to_dict() if "split" in df else {}
+        return f"{len(df)} rows" + (f" {by_split}" if by_split else "")
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB"
+    return f"{path.stat().st_size} bytes" if path.exists() else "missing"
+
+
+@app.command("dvc-yaml")
+def dvc_yaml():
+    """Print dvc.yaml as generated from the stage table."""
+    from .stages import dvc_yaml as render
+
+    sys.stdout.write(render())
+
+
+@app.command()
+def sample(out: Path, num_clips: Optional[int] = None):
+    """Write the embedded AI-Hub-shaped sample under OUT (serve it with `kocap aihub emulate OUT`)."""
+    from .config import SampleParams
+    from .sample.build import build_aihub_sample
+
+    params = SampleParams(**({"num_clips": num_clips} if num_clips else {}))
+    typer.echo(build_aihub_sample(out, params))
+
+
+def _client():
+    from .aihub.client import DEFAULT_BASE_URL, AIHubClient
+    from .stages import RunEnv
+
+    env = RunEnv.from_environ()
+    return AIHubClient(env.aihub_base_url() or DEFAULT_BASE_URL), env
+
+
+@aihub_app.command("list")
+def aihub_list():
+    """List AI-Hub datasets (key, title)."""
+    client, _ = _client()
+    for key, title in client.list_datasets().items():
+        typer.echo(f"{key}\t{title}")
+
+
+@aihub_app.command("tree")
+def aihub_tree(key: str):
+    """Show a dataset's files: filekey, display size, path."""
+    client, _ = _client()
+    for f in client.tree(key):
+        typer.echo(f"{f.filekey}\t{f.display_size:>8}\t{f.path}")
+
+
+@aihub_app.command("download")
+def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
+                   filekeys: Optional[str] = typer.Option(None, help="comma list; default all"),
+                   retries: int = 2, keep_archives: bool = False):
+    """Download filekeys (merged, verified and extracted) into OUT."""
+    from .aihub.archive import extract_zip
+    from .aihub.download import fetch
+    from .aihub.errors import IncompleteDownloadError
+
+    _logging()
+    client, env = _client()
+    client.api_key = env.aihub_key()
+    files = client.tree(key)
+    if filekeys:
+        wanted = {k.strip() for k in filekeys.split(",")}
+        files = [f for f in files if f.filekey in wanted]
+    result = fetch(client, key, files, out, retries)
+    for filekey, path in result.landed.items():
+        if path.suffix.lower() == ".zip":
+            extract_zip(path, path.with_suffix(""), out / "conflicts" / filekey)
+            if not keep_archives:
+                path.unlink()
+        typer.echo(f"landed {filekey}: {path.with_suffix('') if path.suffix.lower() == '.zip' else path}")
+    if result.failed:
+        raise IncompleteDownloadError(result.failed)
+
+
+@aihub_app.command("emulate")
+def aihub_emulate(root: Path, port: int = 8765, part_size: int = 1 << 30,
+                  key: str = typer.Option("kocap-sample-key", help="the API key the emulator accepts")):
+    """Serve a folder of AI-Hub-shaped data on 127.0.0.1 with the real protocol."""
+    import time
+
+    from .aihub.emulator import Emulator
+
+    with Emulator(root, {key}, part_size=part_size, port=port) as emu:
+        typer.echo(f"AI-Hub emulator at {emu.url} (AIHUB_BASE_URL={emu.url}); Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
+
+
+def main():
+    try:
+        app()
+    except Exception as exc:  # a clear one-line error for the user; the key never appears in messages
+        from .aihub.errors import AIHubError
+
+        if isinstance(exc, (AIHubError, ValueError, KeyError)):
+            typer.secho(f"kocap: {exc}", err=True, fg="red")
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""One typed config object, loaded from params.yaml with `key.sub=value` overrides.
+
+    cfg = load_config("params.yaml", ["data.sample.num_clips=60"])
+
+Overrides are parsed as YAML scalars (`3` is an int, `true` a bool). `write_overrides` applies them
+to params.yaml itself, keeping its comments, so DVC records exactly the values that ran.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AIHubParams(_Section):
+    dataset_key: str = "71849"
+    base_url: str = "https://api.aihub.or.kr"
+    filekeys: str = "all"
+    retries: int = Field(2, ge=0)
+    timeout_s: float = 60
+    keep_archives: bool = False
+
+    @field_validator("dataset_key", mode="before")
+    @classmethod
+    def _key_as_text(cls, v: Any) -> str:
+        return str(v)
+
+    def filekey_list(self) -> list[str] | None:
+        """None means every file of the dataset."""
+        if str(self.filekeys).strip().lower() == "all":
+            return None
+        return [k.strip() for k in str(self.filekeys).split(",") if k.strip()]
+
+
+class SampleParams(_Section):
+    seed: int = 7
+    num_clips: int = Field(240, ge=2)
+    val_frac: float = Field(0.15, gt=0, lt=1)
+    clips_per_zip: int = Field(60, ge=1)
+    num_images: int = Field(120, ge=0)
+    size: int = Field(96, ge=32)
+    num_frames: int = Field(16, ge=1)
+    fps: int = Field(8, ge=1)
+    part_size: int = Field(65536, ge=512)
+
+
+class DataParams(_Section):
+    source: Literal["sample", "aihub"] = "sample"
+    raw_dir: str = "data/raw"
+    aihub: AIHubParams = AIHubParams()
+    sample: SampleParams = SampleParams()
+
+
+class ValidateParams(_Section):
+    max_reject_frac: float = 0.1
+    min_caption_chars: int = 20
+    max_caption_chars: int = 2000
+    min_hangul_frac: float = 0.5
+
+
+class FramesParams(_Section):
+    num_frames: int = Field(8, ge=1)
+    short_clip: Literal["pad", "reject"] = "pad"
+    workers: int = Field(0, ge=0)
+
+
+class ModelParams(_Section):
+    preset: Literal["tiny", "qwen3-4b", "qwen3-8b"] = "tiny"
+    prompt: str = "이 영상을 한국어로 상세히 묘사해주세요."
+    max_length: int = 2048
+
+
+class Stage1Params(_Section):
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 8
+
+
+class Stage2Params(_Section):
+    epochs: int = 3
+    lr: float = 2e-4
+    batch_size: int = 4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    checkpoint_every: int = 50
+
+
+class EvalParams(_Section):
+    primary_metric: str = "cider"
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+
+
+class RegistryParams(_Section):
+    model_name: str = "kocap"
+    min_improvement: float = 0.01
+
+
+class Config(_Section):
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    frames: FramesParams = FramesParams()
+    model: ModelParams = ModelParams()
+    stage1: Stage1Params = Stage1Params()
+    stage2: Stage2Params = Stage2Params()
+    eval: EvalParams = EvalParams()
+    registry: RegistryParams = RegistryParams()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def section(self, name: str) -> dict:
+        """A params section as plain data, keyed as in params.yaml."""
+        return self.model_dump(by_alias=True, mode="json")[name]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`data.sample.num_clips=60` -> (["data", "sample", "num_clips"], 60)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} is not of the form key.sub=value")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {text!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return tree
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Config:
+    """Read params.yaml (missing file = all defaults), apply overrides, validate types."""
+    path = Path(path)
+    tree = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return Config.model_validate(apply_overrides(tree or {}, list(overrides)))
+
+
+def write_overrides(path: str | Path, overrides: list[str]) -> Config:
+    """Apply overrides to params.yaml in place (comments kept); return the validated config."""
+    from ruamel.yaml import YAML  # a DVC dependency; round-trips comments
+
+    path = Path(path)
+    rt = YAML()
+    rt.preserve_quotes = True
+    tree = rt.load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    cfg = Config.model_validate(apply_overrides(_plain(tree), list(overrides)))  # validate first
+    apply_overrides(tree, list(overrides))
+    with path.open("w", encoding="utf-8") as f:
+        rt.dump(tree, f)
+    return cfg
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

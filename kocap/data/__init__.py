@@ -1,0 +1,1 @@
+"""Data stages: ingest (AI-Hub or the embedded sample -> raw files + manifest)."""

@@ -1,0 +1,254 @@
+"""The ingest stage: AI-Hub (or the embedded sample, through the loopback emulator) -> raw files,
+a manifest, and a rejects table.
+
+    kocap stage ingest
+
+Incremental and append-only: the stage keeps the file tree it last landed
+(`data/raw/<source>-<key>/tree_snapshot.json`) and downloads only new or changed filekeys. Extracted
+files are never overwritten; the manifest is rebuilt from everything landed so far.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from ..aihub.archive import extract_zip
+from ..aihub.client import AIHubClient, ApiKey
+from ..aihub.download import fetch
+from ..aihub.errors import IncompleteDownloadError, UnsafeArchiveError
+from ..aihub.labels import LabelError, parser_for, read_label
+from ..aihub.layout import classify
+from ..aihub.tree import TreeFile, changed_files, snapshot_from_json, snapshot_id, snapshot_to_json
+from ..config import Config
+from ..stages import RunEnv
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "data/manifest.parquet"
+IMAGES = "data/images.parquet"
+REJECTS = "data/rejects/ingest.parquet"
+REPORT = "reports/ingest.json"
+SAMPLE_KEY = "kocap-sample-key"  # the loopback emulator's key for the embedded sample; not a secret
+MANIFEST_COLUMNS = ["sample_id", "split", "clip_id", "video_path", "caption_ko", "start_s", "end_s", "duration_s",
+                    "dataset_key", "filekey", "label_path", "label_filekey", "source_md5"]
+
+
+@dataclass
+class Source:
+    """Where ingest reads from: a client for an AI-Hub server and the dataset key."""
+
+    client: AIHubClient
+    dataset_key: str
+    name: str  # "sample" or "aihub": the raw folder is data/raw/<name>-<key>
+
+
+@dataclass
+class IngestReport:
+    dataset_key: str
+    snapshot_id: str
+    downloaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    images: int = 0
+    conflicts: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run(cfg: Config, root: Path, env: RunEnv) -> IngestReport:
+    """Run the stage in project folder `root`; the key and server address come from `env`."""
+    with open_source(cfg, env) as source:
+        report = ingest(source, cfg, root)
+    report.images = ingest_images(cfg, root)
+    _write_json(root / REPORT, report.__dict__)
+    if report.failed:
+        raise IncompleteDownloadError(report.failed)
+    return report
+
+
+@contextlib.contextmanager
+def open_source(cfg: Config, env: RunEnv) -> Iterator[Source]:
+    a = cfg.data.aihub
+    if cfg.data.source == "aihub":
+        client = AIHubClient(env.aihub_base_url() or a.base_url, env.aihub_key(), a.timeout_s)
+        yield Source(client, a.dataset_key, "aihub")
+        return
+    from ..aihub.emulator import Emulator
+    from ..sample.build import DATASET_KEY, build_aihub_sample
+
+    with tempfile.TemporaryDirectory(prefix="kocap-sample-") as tmp:
+        build_aihub_sample(Path(tmp), cfg.data.sample)
+        with Emulator(Path(tmp), {SAMPLE_KEY}, part_size=cfg.data.sample.part_size) as emu:
+            log.info("embedded sample served by the loopback AI-Hub emulator at %s", emu.url)
+            yield Source(AIHubClient(emu.url, ApiKey(SAMPLE_KEY), a.timeout_s), DATASET_KEY, "sample")
+
+
+def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
+    raw = root / cfg.data.raw_dir / f"{source.name}-{source.dataset_key}"
+    tree = source.client.tree(source.dataset_key)
+    wanted = _select(tree, cfg.data.aihub.filekey_list())
+    landed = _load_landed(raw)
+    todo = changed_files(landed, wanted)
+    log.info("AI-Hub tree %s: %d files, %d new or changed", snapshot_id(tree), len(wanted), len(todo))
+    report = IngestReport(source.dataset_key, snapshot_id(tree))
+    if todo:
+        result = fetch(source.client, source.dataset_key, todo, raw / "archives", cfg.data.aihub.retries)
+        report.failed, report.notes = result.failed, result.notes
+        newly = [f for f in todo if f.filekey in result.landed]
+        report.downloaded = [f.filekey for f in newly]
+        report.conflicts = _extract(newly, raw, cfg.data.aihub.keep_archives, report)
+        landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
+        _write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
+    manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
+    report.samples = manifest["split"].value_counts().to_dict()
+    report.rejected = len(rejects)
+    _write_parquet(manifest, root / MANIFEST)
+    _write_parquet(rejects, root / REJECTS)
+    return report
+
+
+def _select(tree: list[TreeFile], filekeys: list[str] | None) -> list[TreeFile]:
+    if filekeys is None:
+        return tree
+    known = {f.filekey for f in tree}
+    missing = sorted(set(filekeys) - known)
+    if missing:
+        raise ValueError(f"filekeys not in the dataset tree: {', '.join(missing)} (see `kocap aihub tree KEY`)")
+    return [f for f in tree if f.filekey in set(filekeys)]
+
+
+def _load_landed(raw: Path) -> list[TreeFile]:
+    path = raw / "tree_snapshot.json"
+    return snapshot_from_json(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else []
+
+
+def _extract(files: list[TreeFile], raw: Path, keep_archives: bool, report: IngestReport) -> int:
+    conflicts = 0
+    for f in files:
+        archive = raw / "archives" / f.path
+        if not f.name.lower().endswith(".zip"):
+            continue
+        try:
+            out = extract_zip(archive, raw / "extracted" / f.path.removesuffix(".zip"), raw / "conflicts" / f.filekey)
+        except UnsafeArchiveError as exc:
+            report.notes.append(f"filekey {f.filekey} refused: {exc}")
+            report.failed[f.filekey] = str(exc)
+            continue
+        conflicts += len(out.conflicts)
+        for c in out.conflicts:
+            report.notes.append(f"{c.name}: changed upstream; the existing file is kept, the new one is in {c.parent}")
+        if not keep_archives:
+            archive.unlink()
+    return conflicts
+
+
+def build_manifest(raw: Path, landed: list[TreeFile], dataset_key: str, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per sample from every landed label archive; unusable labels go to the rejects table."""
+    parse = parser_for(dataset_key)
+    videos = _index_videos(raw, landed)
+    checksums = _Checksums(raw / "checksums.json")
+    rows, rejects = [], []
+    for f in sorted(landed, key=lambda f: f.path):
+        kind, split = classify(f.path)
+        folder = raw / "extracted" / f.path.removesuffix(".zip")
+        if kind != "label" or not folder.is_dir():
+            continue
+        for label in sorted(folder.rglob("*.json")):
+            rel = label.relative_to(root).as_posix()
+            try:
+                samples, span_rejects = parse(read_label(label), label.stem)
+            except LabelError as exc:
+                rejects.append({"label_path": rel, "sample_id": label.stem, "reason": str(exc)})
+                continue
+            rejects += [{"label_path": rel, "sample_id": label.stem, "reason": r} for r in span_rejects]
+            video = videos.get((split, label.stem)) or videos.get((None, label.stem))
+            if video is None:
+                rejects.append({"label_path": rel, "sample_id": label.stem, "reason": "video missing: no source file " + label.stem + ".mp4"})
+                continue
+            vpath, vkey = video
+            for s in samples:
+                rows.append({"sample_id": s.sample_id, "split": split or "train", "clip_id": s.clip_id,
+                             "video_path": vpath.relative_to(root).as_posix(), "caption_ko": s.caption_ko,
+                             "start_s": s.start_s, "end_s": s.end_s, "duration_s": s.duration_s,
+                             "dataset_key": dataset_key, "filekey": vkey, "label_path": rel, "label_filekey": f.filekey,
+                             "source_md5": checksums.md5(vpath, raw)})
+    checksums.save()
+    return (pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
+            pd.DataFrame(rejects, columns=["label_path", "sample_id", "reason"]))
+
+
+def _index_videos(raw: Path, landed: list[TreeFile]) -> dict:
+    """(split, stem) -> (path, filekey) for every source file; (None, stem) as a split-less fallback."""
+    out = {}
+    for f in landed:
+        kind, split = classify(f.path)
+        folder = raw / "extracted" / f.path.removesuffix(".zip")
+        if kind == "label" or not folder.is_dir():
+            continue
+        for video in folder.rglob("*.mp4"):
+            out[(split, video.stem)] = (video, f.filekey)
+            out.setdefault((None, video.stem), (video, f.filekey))
+    return out
+
+
+class _Checksums:
+    """md5 of raw files, remembered by path and size (raw files never change in place)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known = json.loads(path.read_text()) if path.exists() else {}
+
+    def md5(self, file: Path, raw: Path) -> str:
+        key, size = file.relative_to(raw).as_posix(), file.stat().st_size
+        if key not in self.known or self.known[key][0] != size:
+            h = hashlib.md5()
+            with file.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            self.known[key] = [size, h.hexdigest()]
+        return self.known[key][1]
+
+    def save(self) -> None:
+        _write_json(self.path, dict(sorted(self.known.items())))
+
+
+def ingest_images(cfg: Config, root: Path) -> int:
+    """The stage-1 Korean image-caption set (the embedded sample's stills)."""
+    from ..sample.build import build_image_set
+
+    folder = root / cfg.data.raw_dir / "images-sample"
+    if not (folder / "captions.jsonl").exists() or _count_lines(folder / "captions.jsonl") != cfg.data.sample.num_images:
+        build_image_set(folder, cfg.data.sample)
+    rows = [json.loads(line) for line in (folder / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
+    table = pd.DataFrame({"image_id": [Path(r["image"]).stem for r in rows],
+                          "image_path": [(folder / r["image"]).relative_to(root).as_posix() for r in rows],
+                          "caption_ko": [r["caption_ko"] for r in rows]})
+    _write_parquet(table, root / IMAGES)
+    return len(table)
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in path.open(encoding="utf-8"))
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

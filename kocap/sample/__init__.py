@@ -1,0 +1,1 @@
+"""The embedded AI-Hub-shaped sample dataset: rendered clips with Korean descriptions."""
