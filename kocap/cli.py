@@ -149,8 +149,7 @@ def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
                    filekeys: Optional[str] = typer.Option(None, help="comma list; default all"),
                    retries: int = 2, keep_archives: bool = False):
     """Download filekeys (merged, verified and extracted) into OUT."""
-    from .aihub.archive import extract_zip
-    from .aihub.download import fetch
+    from .aihub.download import fetch, unpack
     from .aihub.errors import IncompleteDownloadError
 
     _logging()
@@ -162,11 +161,8 @@ def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
         files = [f for f in files if f.filekey in wanted]
     result = fetch(client, key, files, out, retries)
     for filekey, path in result.landed.items():
-        if path.suffix.lower() == ".zip":
-            extract_zip(path, path.with_suffix(""), out / "conflicts" / filekey)
-            if not keep_archives:
-                path.unlink()
-        typer.echo(f"landed {filekey}: {path.with_suffix('') if path.suffix.lower() == '.zip' else path}")
+        unpacked = unpack(path, path.with_suffix(""), out / "conflicts" / filekey, keep_archives)
+        typer.echo(f"landed {filekey}: {path.with_suffix('') if unpacked else path}")
     if result.failed:
         raise IncompleteDownloadError(result.failed)
 

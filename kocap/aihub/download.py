@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import requests
 import urllib3
 
-from .archive import CountingReader, PartSet, merge_parts, receive_parts, verify_zip
+from .archive import CountingReader, Extracted, PartSet, extract_zip, merge_parts, receive_parts, verify_zip
 from .client import AIHubClient
 from .errors import TransferError
 from .tree import TreeFile
@@ -116,3 +116,16 @@ def _land(f: TreeFile, pset: PartSet | None, staging: Path, out_dir: Path, strea
     dest.parent.mkdir(parents=True, exist_ok=True)
     merged.replace(dest)
     return dest
+
+
+def unpack(archive: Path, dest: Path, conflicts: Path, keep_archive: bool = False) -> Extracted | None:
+    """Extract a landed zip into `dest` (never overwriting), then drop the zip unless kept.
+
+    Non-zip files (and the volumes of a multi-volume zip) are left as they are: returns None.
+    """
+    if archive.suffix.lower() != ".zip":
+        return None
+    out = extract_zip(archive, dest, conflicts)
+    if not keep_archive:
+        archive.unlink()
+    return out

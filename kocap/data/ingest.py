@@ -21,9 +21,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from ..aihub.archive import extract_zip
 from ..aihub.client import AIHubClient, ApiKey
-from ..aihub.download import fetch
+from ..aihub.download import fetch, unpack
 from ..aihub.errors import IncompleteDownloadError, UnsafeArchiveError
 from ..aihub.labels import LabelError, parser_for, read_label
 from ..aihub.layout import classify
@@ -104,8 +103,9 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
         result = fetch(source.client, source.dataset_key, todo, raw / "archives", cfg.data.aihub.retries)
         report.failed, report.notes = result.failed, result.notes
         newly = [f for f in todo if f.filekey in result.landed]
-        report.downloaded = [f.filekey for f in newly]
         report.conflicts = _extract(newly, raw, cfg.data.aihub.keep_archives, report)
+        newly = [f for f in newly if f.filekey not in report.failed]  # a refused archive is fetched again next time
+        report.downloaded = [f.filekey for f in newly]
         landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
         _write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
     manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
@@ -134,20 +134,15 @@ def _load_landed(raw: Path) -> list[TreeFile]:
 def _extract(files: list[TreeFile], raw: Path, keep_archives: bool, report: IngestReport) -> int:
     conflicts = 0
     for f in files:
-        archive = raw / "archives" / f.path
-        if not f.name.lower().endswith(".zip"):
-            continue
+        dest = raw / "extracted" / f.path.removesuffix(".zip")
         try:
-            out = extract_zip(archive, raw / "extracted" / f.path.removesuffix(".zip"), raw / "conflicts" / f.filekey)
+            out = unpack(raw / "archives" / f.path, dest, raw / "conflicts" / f.filekey, keep_archives)
         except UnsafeArchiveError as exc:
-            report.notes.append(f"filekey {f.filekey} refused: {exc}")
             report.failed[f.filekey] = str(exc)
             continue
-        conflicts += len(out.conflicts)
-        for c in out.conflicts:
+        for c in out.conflicts if out else []:
             report.notes.append(f"{c.name}: changed upstream; the existing file is kept, the new one is in {c.parent}")
-        if not keep_archives:
-            archive.unlink()
+            conflicts += 1
     return conflicts
 
 

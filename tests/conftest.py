@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests run offline, on CPU, with a temporary PREFECT_HOME per session."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")
+for _k, _v in {
+    "PREFECT_HOME": _HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ[_k] = _v
+os.environ.pop("AIHUB_APIKEY", None)
+os.environ.pop("AIHUB_BASE_URL", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+from kocap.config import SampleParams  # noqa: E402
+from kocap.sample.build import build_aihub_sample  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(num_clips=24, clips_per_zip=8, num_images=6, part_size=4096)
+
+
+@pytest.fixture(scope="session")
+def small_params() -> SampleParams:
+    return SampleParams(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def sample_server_root(tmp_path_factory, small_params) -> Path:
+    """An AI-Hub-shaped folder (dataset 71849) that emulators in tests serve; never modified."""
+    root = tmp_path_factory.mktemp("aihub-server")
+    build_aihub_sample(root, small_params)
+    return root

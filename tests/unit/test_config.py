@@ -1,0 +1,56 @@
+import pytest
+from pydantic import ValidationError
+
+from kocap import stages
+from kocap.config import load_config, write_overrides
+
+from ..conftest import REPO
+
+
+def test_params_yaml_loads_with_every_section():
+    cfg = load_config(REPO / "params.yaml")
+    assert set(cfg.model_dump(by_alias=True)) == {"data", "validate", "frames", "model", "stage1", "stage2", "eval",
+                                                  "registry"}
+    assert cfg.data.source == "sample" and cfg.data.aihub.dataset_key == "71849"
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(REPO / "params.yaml", ["data.sample.num_clips=60", "data.aihub.dataset_key=71495",
+                                             "frames.short_clip=reject", "data.aihub.keep_archives=true"])
+    assert cfg.data.sample.num_clips == 60 and cfg.data.aihub.dataset_key == "71495"
+    assert cfg.frames.short_clip == "reject" and cfg.data.aihub.keep_archives is True
+
+
+@pytest.mark.parametrize("override", ["data.sample.num_clipz=3", "data.source=ftp", "frames.num_frames=0", "oops"])
+def test_bad_overrides_are_refused(override):
+    with pytest.raises((ValidationError, ValueError)):
+        load_config(REPO / "params.yaml", [override])
+
+
+def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    write_overrides(path, ["data.sample.num_clips=30"])
+    text = path.read_text(encoding="utf-8")
+    assert "num_clips: 30" in text and "# video clips (train + validation)" in text
+    assert load_config(path).data.sample.num_clips == 30
+    with pytest.raises(ValidationError):
+        write_overrides(path, ["data.sample.num_clips=-1"])
+    assert load_config(path).data.sample.num_clips == 30  # nothing written on a refused override
+
+
+def test_dvc_yaml_is_generated_from_the_stage_table():
+    assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == stages.dvc_yaml()
+
+
+def test_every_stage_dep_exists_and_params_sections_are_known():
+    cfg = load_config(REPO / "params.yaml").model_dump(by_alias=True)
+    for s in stages.STAGES:
+        assert all((REPO / d).exists() for d in s.deps), s.name
+        assert all(p.split(".")[0] in cfg for p in s.params), s.name
+
+
+def test_runenv_reads_the_key_only_from_its_environment():
+    env = stages.RunEnv({"AIHUB_APIKEY": "k-123", "AIHUB_BASE_URL": "http://127.0.0.1:9"})
+    assert env.aihub_key().reveal() == "k-123" and env.aihub_base_url() == "http://127.0.0.1:9"
+    assert "k-123" not in repr(env.aihub_key())

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from kocap.aihub.labels import LabelError, parse_71495, parse_71849, parse_timestamp, read_label
+
+
+def _write(tmp_path, data, encoding="utf-8-sig", name="x.json"):
+    path = tmp_path / name
+    path.write_bytes((data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)).encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("field", ["description_kr", "description_ko"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "cp949"])
+def test_71849_caption_in_either_field_and_encoding(tmp_path, field, encoding):
+    path = _write(tmp_path, {"annotation": {field: " 맑은 날 도시 풍경입니다. "}, "video": {"duration": 12.5}}, encoding)
+    (sample,), rejected = parse_71849(read_label(path), "clip1")
+    assert (sample.sample_id, sample.caption_ko, sample.duration_s, rejected) == ("clip1", "맑은 날 도시 풍경입니다.", 12.5, [])
+
+
+@pytest.mark.parametrize("data, reason", [
+    ('{"annotation": {"description_kr": "x"', "bad json"),
+    ({"annotation": {"description_kr": ""}}, "missing caption"),
+    ({"annotation": {"caption": "영상"}}, "missing caption"),
+    ({"label": "no annotation"}, "missing caption"),
+])
+def test_71849_bad_labels_are_label_errors_with_reasons(tmp_path, data, reason):
+    with pytest.raises(LabelError, match=reason):
+        parse_71849(read_label(_write(tmp_path, data)), "c")
+
+
+def test_undecodable_label_names_the_encoding(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_bytes(b"\xff\xfe\xfa\x00\x81")
+    with pytest.raises(LabelError, match="encoding"):
+        read_label(path)
+
+
+@pytest.mark.parametrize("text, seconds", [("00:05.50000", 5.5), ("1:02.25000", 62.25), ("12:00.0", 720.0)])
+def test_timestamps_in_both_formats(text, seconds):
+    assert parse_timestamp(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5.5", "00:75.0", "a:bc", "", None])
+def test_bad_timestamps_are_refused(text):
+    with pytest.raises(LabelError):
+        parse_timestamp(text)
+
+
+def test_71495_one_sample_per_span_and_bad_spans_rejected(tmp_path):
+    data = {"duration": 60, "sentences": [
+        {"timestamps": ["00:00.00000", "00:10.50000"], "sentences_ko": "사람이 걷는다.", "sentences_en": "walks"},
+        {"timestamps": ["00:20.00000", "00:15.00000"], "sentences_ko": "거꾸로 된 구간"},
+        {"timestamps": ["00:50.00000", "01:05.00000"], "sentences_ko": "길이를 넘는 구간"},
+        {"timestamps": ["0:30.00000", "0:40.00000"], "sentences_ko": "차가 지나간다."},
+        {"timestamps": ["00:41.0"], "sentences_ko": "끝이 없는 구간"},
+    ]}
+    samples, rejected = parse_71495(read_label(_write(tmp_path, data)), "v1")
+    assert [(s.sample_id, s.clip_id, s.start_s, s.end_s) for s in samples] == [
+        ("v1_000", "v1", 0.0, 10.5), ("v1_003", "v1", 30.0, 40.0)]
+    assert [r.split(":")[0] for r in rejected] == ["span 1", "span 2", "span 4"]
+    assert "inverted" in rejected[0] and "past the clip" in rejected[1]
+
+
+def test_71495_without_any_usable_span_is_rejected_whole(tmp_path):
+    data = {"duration": 10, "sentences": [{"timestamps": ["00:05.0", "00:01.0"], "sentences_ko": "x"}]}
+    with pytest.raises(LabelError, match="no usable span"):
+        parse_71495(read_label(_write(tmp_path, data)), "v")
