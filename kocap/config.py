@@ -26,7 +26,7 @@ class AIHubParams(_Section):
     timeout_s: float = 60
     keep_archives: bool = False
 
-    @field_validator("dataset_key", mode="before")
+    @field_validator("dataset_key", "filekeys", mode="before")
     @classmethod
     def _key_as_text(cls, v: Any) -> str:
         return str(v)

@@ -26,7 +26,7 @@ from kocap.config import SampleParams  # noqa: E402
 from kocap.sample.build import build_aihub_sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(num_clips=24, clips_per_zip=8, num_images=6, part_size=4096)
+SMALL = dict(num_clips=24, clips_per_zip=8, num_images=6, part_size=1024)
 
 
 @pytest.fixture(scope="session")
