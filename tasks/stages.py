@@ -33,8 +33,10 @@ def _run(name: str, root: str) -> dict:
 
 
 def _summary(result) -> dict:
-    data = getattr(result, "__dict__", {}) or {}
-    return {k: v for k, v in data.items() if isinstance(v, (int, float, str, dict)) and k != "notes"}
+    """The stage report as plain data for Prefect's result (long note lists become a count)."""
+    data = dict(getattr(result, "__dict__", {}) or {})
+    data["notes"] = len(data.get("notes", []))
+    return {k: v for k, v in data.items() if isinstance(v, (int, float, str, dict, list))}
 
 
 STAGE_TASKS = {
