@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from kocap.aihub.archive import (PartSet, extract_zip, member_name, merge_parts, receive_parts, safe_relpath,
+from kocap.aihub.archive import (extract_zip, member_name, merge_parts, receive_parts, safe_relpath,
                                  verify_zip)
 from kocap.aihub.errors import TransferError, UnsafeArchiveError
 from kocap.sample.build import Cp949ZipInfo
