@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -58,22 +58,50 @@ class DataParams(_Section):
 
 
 class ValidateParams(_Section):
-    max_reject_frac: float = 0.1
+    max_reject_frac: float = Field(0.1, ge=0, le=1)
     min_caption_chars: int = 20
     max_caption_chars: int = 2000
-    min_hangul_frac: float = 0.5
+    min_hangul_frac: float = 0.5        # share of Hangul among a caption's letters
+    max_pixels: int = 3840 * 2160       # a larger frame is refused before any decoding
+    max_duration_s: float = 3600
+    min_fps: float = 1
+    max_fps: float = 240
+    min_image_side: int = 32
 
 
 class FramesParams(_Section):
     num_frames: int = Field(8, ge=1)
     short_clip: Literal["pad", "reject"] = "pad"
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0)       # 0 = one per core
+    shard_size: int = Field(32, ge=1)   # clips per shard: the unit of parallel work and of resume
+
+
+class Preset(_Section):
+    vision: str          # hub id or local folder of the CLIP tower ("tiny": built from config)
+    llm: str             # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
+    image_size: int      # the tower's input size: frames are stored at this size
+    patch_size: int
 
 
 class ModelParams(_Section):
-    preset: Literal["tiny", "qwen3-4b", "qwen3-8b"] = "tiny"
+    preset: str = "tiny"
+    presets: dict[str, Preset] = {
+        "tiny": Preset(vision="tiny", llm="tiny", image_size=64, patch_size=8),
+        "qwen3-8b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-8B", image_size=336, patch_size=14),
+        "qwen3-4b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-4B", image_size=336, patch_size=14),
+    }
     prompt: str = "이 영상을 한국어로 상세히 묘사해주세요."
     max_length: int = 2048
+
+    @model_validator(mode="after")
+    def _known_preset(self):
+        if self.preset not in self.presets:
+            raise ValueError(f"model.preset {self.preset!r} is not one of {', '.join(self.presets)}")
+        return self
+
+    @property
+    def chosen(self) -> Preset:
+        return self.presets[self.preset]
 
 
 class Stage1Params(_Section):

@@ -73,6 +73,26 @@ STAGES: tuple[Stage, ...] = (
         metrics=("reports/ingest.json",),
         retries=2,
     ),
+    Stage(
+        name="validate",
+        run="kocap.data.validate:run",
+        deps=("data/manifest.parquet", "data/images.parquet", "data/raw", "kocap/data/validate.py",
+              "kocap/data/video.py"),
+        params=("validate", "frames.num_frames", "frames.short_clip"),
+        outs=("data/validated", "data/rejects/validate.parquet", "reports/validate"),
+        metrics=("reports/validate.json",),
+    ),
+    Stage(
+        name="frames",
+        run="kocap.data.frames:run",
+        deps=("data/validated", "data/raw", "kocap/data/frames.py", "kocap/data/video.py",
+              "kocap/model/preprocess.py"),
+        params=("frames.num_frames", "frames.short_clip", "frames.shard_size", "model.preset", "model.presets",
+                "validate.max_pixels"),
+        outs=("data/frames", "data/rejects/frames.parquet"),
+        persist=("data/frames",),  # finished shards survive a crash; the stage resumes from them
+        metrics=("reports/frames.json",),
+    ),
 )
 
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..aihub.labels import LabelError, parser_for, read_label
 from ..aihub.layout import classify
 from ..aihub.tree import TreeFile, changed_files, snapshot_from_json, snapshot_id, snapshot_to_json
 from ..config import Config
+from ..io import write_json, write_parquet
 from ..stages import RunEnv
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def run(cfg: Config, root: Path, env: RunEnv) -> IngestReport:
     with open_source(cfg, env) as source:
         report = ingest(source, cfg, root)
     report.images = ingest_images(cfg, root)
-    _write_json(root / REPORT, report.__dict__)
+    write_json(root / REPORT, report.__dict__)
     if report.failed:
         raise IncompleteDownloadError(report.failed)
     return report
@@ -107,12 +107,12 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
         newly = [f for f in newly if f.filekey not in report.failed]  # a refused archive is fetched again next time
         report.downloaded = [f.filekey for f in newly]
         landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
-        _write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
+        write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
     manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
     report.samples = manifest["split"].value_counts().to_dict()
     report.rejected = len(rejects)
-    _write_parquet(manifest, root / MANIFEST)
-    _write_parquet(rejects, root / REJECTS)
+    write_parquet(manifest, root / MANIFEST)
+    write_parquet(rejects, root / REJECTS)
     return report
 
 
@@ -213,7 +213,7 @@ class _Checksums:
         return self.known[key][1]
 
     def save(self) -> None:
-        _write_json(self.path, dict(sorted(self.known.items())))
+        write_json(self.path, dict(sorted(self.known.items())))
 
 
 def ingest_images(cfg: Config, root: Path) -> int:
@@ -227,23 +227,9 @@ def ingest_images(cfg: Config, root: Path) -> int:
     table = pd.DataFrame({"image_id": [Path(r["image"]).stem for r in rows],
                           "image_path": [(folder / r["image"]).relative_to(root).as_posix() for r in rows],
                           "caption_ko": [r["caption_ko"] for r in rows]})
-    _write_parquet(table, root / IMAGES)
+    write_parquet(table, root / IMAGES)
     return len(table)
 
 
 def _count_lines(path: Path) -> int:
     return sum(1 for _ in path.open(encoding="utf-8"))
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

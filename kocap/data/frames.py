@@ -1,0 +1,175 @@
+"""The frames stage: k uniform frames per validated clip (and each stage-1 image), resized and
+centre-cropped to the preset's vision size, stored as uint8 shards with an index.
+
+    kocap stage frames
+
+Layout: `data/frames/{clips,images}/<key>.npy` (memory-mappable; clips (N, k, S, S, 3), images
+(N, S, S, 3)), a `<key>.json` sidecar per shard (its sample ids and rejects; written last, so its
+presence means the shard is finished), and `data/frames/{clips,images}.parquet` indexes. The shard
+key hashes its inputs and the params, so a re-run after a crash skips finished shards and a
+param change rebuilds them. Shards run in parallel (`frames.workers`).
+
+`load_clip` is the single path from a video file to model-ready uint8 frames: the stage, evaluation,
+`kocap caption` and the MLflow model all call it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..io import write_json, write_parquet
+from ..model.preprocess import resize_crop
+from .validate import CLIPS_OUT, IMAGES_OUT
+from .video import VideoError, probe, read_clip
+
+log = logging.getLogger(__name__)
+
+OUT = "data/frames"
+REJECTS = "data/rejects/frames.parquet"
+REPORT = "reports/frames.json"
+FORMAT = 1  # bump when the stored layout changes: every shard key changes with it
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    num_frames: int
+    size: int
+    short_clip: str
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "FrameSpec":
+        return cls(cfg.frames.num_frames, cfg.model.chosen.image_size, cfg.frames.short_clip, cfg.validate_.max_pixels)
+
+
+def load_clip(path: Path, spec: FrameSpec) -> tuple[np.ndarray, list[int]]:
+    """Video file -> (k, S, S, 3) uint8 frames and the source indices. Raises VideoError."""
+    probe(path, spec.max_pixels)  # refuse what should never reach a decoder
+    frames, idx = read_clip(path, spec.num_frames, spec.short_clip)
+    return resize_crop(frames, spec.size), idx
+
+
+def load_image(path: Path, spec: FrameSpec) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return resize_crop(np.asarray(im.convert("RGB")), spec.size)
+
+
+def run(cfg: Config, root: Path, env=None) -> dict:
+    spec = FrameSpec.from_config(cfg)
+    workers = cfg.frames.workers or os.cpu_count() or 1
+    clips = pd.read_parquet(root / CLIPS_OUT)
+    images = pd.read_parquet(root / IMAGES_OUT)
+    clip_index, clip_rejects = extract(clips, "video_path", "clips", root, spec, cfg.frames.shard_size, workers)
+    image_index, image_rejects = extract(images, "image_path", "images", root, spec, cfg.frames.shard_size, workers)
+    clip_index = clip_index.merge(clips[["sample_id", "split"]], on="sample_id")
+    write_parquet(clip_index, root / OUT / "clips.parquet")
+    write_parquet(image_index, root / OUT / "images.parquet")
+    rejects = pd.DataFrame(clip_rejects + image_rejects, columns=["kind", "sample_id", "reason"])
+    write_parquet(rejects, root / REJECTS)
+    report = {"clips": len(clip_index), "images": len(image_index), "rejected": len(rejects),
+              "num_frames": spec.num_frames, "size": spec.size, "workers": workers,
+              "by_split": clip_index["split"].value_counts().to_dict()}
+    write_json(root / REPORT, report)
+    return report
+
+
+def extract(table: pd.DataFrame, path_col: str, kind: str, root: Path, spec: FrameSpec, shard_size: int,
+            workers: int) -> tuple[pd.DataFrame, list[dict]]:
+    """Run every unfinished shard (in parallel), drop stale ones, return the index and the rejects."""
+    folder = root / OUT / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = plan_shards(table, path_col, kind, spec, shard_size)
+    todo = [s for s in plan if not (folder / f"{s['key']}.json").exists()]
+    log.info("%s: %d shard(s), %d finished before, %d to run on %d worker(s)", kind, len(plan), len(plan) - len(todo),
+             len(todo), workers)
+    _run_shards(todo, root, folder, spec, workers, kind)
+    _drop_stale(folder, {s["key"] for s in plan})
+    return _collect(plan, folder, kind)
+
+
+def plan_shards(table: pd.DataFrame, path_col: str, kind: str, spec: FrameSpec, shard_size: int) -> list[dict]:
+    shards = []
+    for start in range(0, len(table), shard_size):
+        part = table.iloc[start : start + shard_size]
+        ids, paths = part["sample_id"].tolist(), part[path_col].tolist()
+        content = part["source_md5"].tolist() if "source_md5" in part else paths
+        blob = json.dumps([FORMAT, kind, spec.__dict__, ids, paths, content], ensure_ascii=False)
+        shards.append({"key": hashlib.sha256(blob.encode()).hexdigest()[:20], "ids": ids, "paths": paths})
+    return shards
+
+
+def _run_shards(todo: list[dict], root: Path, folder: Path, spec: FrameSpec, workers: int, kind: str) -> None:
+    if not todo:
+        return
+    from rich.progress import Progress
+
+    jobs = [(s, str(root), str(folder), spec, kind) for s in todo]
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"frames: {kind}", total=len(jobs))
+        if workers <= 1 or len(jobs) == 1:
+            for job in jobs:
+                extract_shard(*job)
+                bar.advance(task)
+            return
+        # forkserver: the caller may be a threaded Prefect worker, where fork is unsafe
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("forkserver")) as pool:
+            for fut in as_completed([pool.submit(extract_shard, *job) for job in jobs]):
+                fut.result()
+                bar.advance(task)
+
+
+def extract_shard(shard: dict, root: str, folder: str, spec: FrameSpec, kind: str) -> None:
+    """Decode one shard; bad files are recorded with their reason, never raised."""
+    arrays, kept, rejects = [], [], []
+    for sample_id, rel in zip(shard["ids"], shard["paths"]):
+        try:
+            if kind == "clips":
+                frames, idx = load_clip(Path(root) / rel, spec)
+                kept.append({"sample_id": sample_id, "indices": idx, "padded": len(set(idx)) < len(idx)})
+            else:
+                frames = load_image(Path(root) / rel, spec)
+                kept.append({"sample_id": sample_id})
+            arrays.append(frames)
+        except (VideoError, OSError, ValueError) as exc:
+            rejects.append({"sample_id": sample_id, "reason": str(exc)})
+    folder = Path(folder)
+    shape = (0, spec.num_frames, spec.size, spec.size, 3) if kind == "clips" else (0, spec.size, spec.size, 3)
+    data = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)
+    tmp = folder / f"{shard['key']}.tmp.npy"
+    np.save(tmp, data)
+    os.replace(tmp, folder / f"{shard['key']}.npy")
+    write_json(folder / f"{shard['key']}.json", {"kept": kept, "rejects": rejects})  # last: marks it finished
+
+
+def _drop_stale(folder: Path, keys: set[str]) -> None:
+    """Shards of other inputs or params are derived data: remove them (and any half-written file)."""
+    for path in folder.iterdir():
+        if path.name.split(".")[0] not in keys or ".tmp" in path.name:
+            path.unlink()
+
+
+def _collect(plan: list[dict], folder: Path, kind: str) -> tuple[pd.DataFrame, list[dict]]:
+    rows, rejects = [], []
+    for s in plan:
+        meta = json.loads((folder / f"{s['key']}.json").read_text(encoding="utf-8"))
+        for offset, item in enumerate(meta["kept"]):
+            rows.append({**item, "shard": f"{kind}/{s['key']}.npy", "offset": offset})
+        rejects += [{"kind": kind[:-1], **r} for r in meta["rejects"]]
+    return pd.DataFrame(rows), rejects
+
+
+def open_frames(root: Path, index_row) -> np.ndarray:
+    """The stored frames of one indexed sample (memory-mapped; no copy until used)."""
+    return np.load(root / OUT / index_row["shard"], mmap_mode="r")[index_row["offset"]]

@@ -1,0 +1,1 @@
+"""Model presets, preprocessing (identical to CLIPImageProcessor, no torchvision)."""
