@@ -1,0 +1,216 @@
+"""validate and frames on real files: every quarantine reason, the split-leak check, the gate,
+resume after a killed run, and the same frame path at inference."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from kocap.config import load_config
+from kocap.data import frames, ingest, validate
+from kocap.data.video import sample_indices
+from kocap.io import write_parquet
+from kocap.stages import RunEnv
+
+from ..conftest import SMALL
+
+
+def _cfg(*overrides):
+    small = [f"data.sample.{k}={v}" for k, v in SMALL.items()]
+    return load_config(Path("/nonexistent"), [*small, "frames.shard_size=4", "frames.workers=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingested")
+    ingest.run(_cfg(), root, RunEnv({}))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, ingested):
+    root = tmp_path / "p"
+    shutil.copytree(ingested, root)
+    return root
+
+
+def _mp4(frames: np.ndarray, fps=8) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for t, f in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(f, format="rgb24")
+            fr.pts = t
+            for p in s.encode(fr):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+def _audio_only() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=16000)
+        for i in range(20):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = 16000, i * 1024
+            for p in s.encode(fr):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+BAD_VIDEOS = {
+    "zero_byte": (lambda good: b"", "empty file"),
+    "truncated": (lambda good: good[: len(good) // 2], "not a readable video"),
+    "audio_only": (lambda good: _audio_only(), "no video stream (has audio)"),
+    "text_as_mp4": (lambda good: "이것은 동영상이 아닙니다\n".encode(), "not a readable video"),
+    "enormous": (lambda good: _mp4(np.zeros((2, 2304, 4096, 3), np.uint8)), "resolution 4096x2304 above the limit"),
+    "too_short": (lambda good: _mp4(np.zeros((3, 64, 64, 3), np.uint8)), None),
+}
+CAPTION = "맑은 날 도시의 모습을 담은 영상입니다. 건물이 보입니다."
+
+
+def _add_bad_rows(root: Path) -> pd.DataFrame:
+    manifest = pd.read_parquet(root / ingest.MANIFEST)
+    good = (root / manifest.loc[0, "video_path"]).read_bytes()
+    rows = []
+    for name, (make, _) in BAD_VIDEOS.items():
+        path = root / "data/raw/bad" / f"{name}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make(good))
+        rows.append({**manifest.iloc[0].to_dict(), "sample_id": name, "clip_id": name, "split": "train",
+                     "video_path": path.relative_to(root).as_posix(), "caption_ko": CAPTION})
+    base = manifest.iloc[1].to_dict()
+    rows += [
+        {**base, "sample_id": "english", "clip_id": "english", "caption_ko": "A sunny day in a city with tall buildings."},
+        {**base, "sample_id": "empty_caption", "clip_id": "empty_caption", "caption_ko": ""},
+        {**base, "sample_id": "long_caption", "clip_id": "long_caption", "caption_ko": "가" * 5000},
+        {**manifest.iloc[2].to_dict(), "split": "val"},                         # duplicate id, and its clip leaks
+        {**base, "sample_id": "leak_val", "split": "val"},                        # same clip as a train row
+    ]
+    out = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True)
+    write_parquet(out, root / ingest.MANIFEST)
+    return out
+
+
+def test_every_quarantine_reason_is_listed_and_the_rest_flows_on(project):
+    table = _add_bad_rows(project)
+    summary = validate.run(_cfg("validate.max_reject_frac=0.9"), project)
+    rejects = pd.read_parquet(project / validate.REJECTS)
+    by_id = rejects.groupby("sample_id")["check"].apply(set).to_dict()
+    details = rejects.groupby("sample_id")["detail"].apply(" | ".join).to_dict()
+    for name, (_, reason) in BAD_VIDEOS.items():
+        if reason:
+            assert "video does not decode" in by_id[name] and reason in details[name], name
+    assert "too few frames" not in by_id.get("too_short", set())         # pad policy: allowed
+    assert by_id["english"] == {"too little Hangul"}
+    assert by_id["empty_caption"] >= {"caption length out of bounds", "too little Hangul"}
+    assert by_id["long_caption"] == {"caption length out of bounds"}
+    dup = table.iloc[2]["sample_id"]
+    assert "duplicate sample_id" in by_id[dup] and "clip in both train and val" in by_id[dup]
+    assert by_id["leak_val"] == {"clip in both train and val"}
+    kept = pd.read_parquet(project / validate.CLIPS_OUT)
+    assert len(kept) == SMALL["num_clips"] + 1 and kept["sample_id"].is_unique  # + the padded short clip
+    assert not set(kept[kept.split == "val"].clip_id) & set(kept[kept.split == "train"].clip_id)
+    assert summary["by_reason"]["video does not decode"] == 5 and summary["clips_kept"] == len(kept)
+    assert (project / validate.DOCS / "gx/uncommitted/data_docs/local_site/index.html").exists()
+    assert all((project / "data/raw/bad" / f"{n}.mp4").exists() for n in BAD_VIDEOS)  # never deleted
+
+
+def test_short_clips_rejected_when_the_policy_says_so(project):
+    _add_bad_rows(project)
+    validate.run(_cfg("validate.max_reject_frac=0.9", "frames.short_clip=reject"), project)
+    rejects = pd.read_parquet(project / validate.REJECTS)
+    assert "too few frames" in set(rejects[rejects.sample_id == "too_short"]["check"])
+
+
+def test_the_gate_stops_too_many_rejects_and_empty_splits(project):
+    _add_bad_rows(project)
+    with pytest.raises(validate.ValidationGateError, match="failed validation .*max_reject_frac"):
+        validate.run(_cfg("validate.max_reject_frac=0.05"), project)
+    assert (project / validate.REJECTS).exists()  # the evidence is written before failing
+    manifest = pd.read_parquet(project / ingest.MANIFEST)
+    write_parquet(manifest[manifest.split == "train"], project / ingest.MANIFEST)
+    with pytest.raises(validate.ValidationGateError, match="split val is empty"):
+        validate.run(_cfg(), project)
+
+
+def test_frames_quarantines_bad_files_without_crashing(project):
+    table = _add_bad_rows(project)
+    spec = frames.FrameSpec.from_config(_cfg())
+    index, rejects = frames.extract(table, "video_path", "clips", project, spec, shard_size=5, workers=2)
+    rejected = {r["sample_id"]: r["reason"] for r in rejects}
+    for name, (_, reason) in BAD_VIDEOS.items():
+        if reason:
+            assert reason in rejected[name], name
+    assert "too_short" in set(index["sample_id"])
+    row = index.set_index("sample_id").loc["too_short"]
+    assert list(row["indices"]) == [0, 0, 1, 1, 1, 1, 2, 2] and row["padded"]
+
+
+def test_frames_stage_output_is_what_inference_reads(project):
+    cfg = _cfg()
+    validate.run(cfg, project)
+    frames.run(cfg, project)
+    index = pd.read_parquet(project / frames.OUT / "clips.parquet")
+    clips = pd.read_parquet(project / validate.CLIPS_OUT).set_index("sample_id")
+    spec = frames.FrameSpec.from_config(cfg)
+    for _, row in index.sample(5, random_state=0).iterrows():
+        stored = frames.open_frames(project, row)
+        live, idx = frames.load_clip(project / clips.loc[row["sample_id"], "video_path"], spec)
+        assert stored.shape == (8, 64, 64, 3) and np.array_equal(stored, live)
+        assert list(row["indices"]) == idx == sample_indices(16, 8)  # sample clips have 16 frames
+    images = pd.read_parquet(project / frames.OUT / "images.parquet")
+    assert len(images) == SMALL["num_images"] and frames.open_frames(project, images.iloc[0]).shape == (64, 64, 3)
+
+
+def test_the_inference_path_goes_through_the_one_index_function(project, monkeypatch):
+    import kocap.data.video as video
+
+    calls = []
+    real = video.sample_indices
+    monkeypatch.setattr(video, "sample_indices", lambda n, k, p="pad": calls.append((n, k)) or real(n, k, p))
+    path = project / pd.read_parquet(project / ingest.MANIFEST).loc[0, "video_path"]
+    frames.load_clip(path, frames.FrameSpec(5, 64, "pad", 10**8))
+    assert calls == [(16, 5)]
+
+
+@pytest.mark.slow
+def test_frames_resume_after_kill(project):
+    cfg_args = ["frames.shard_size=1", "frames.workers=1"]
+    validate.run(_cfg(*cfg_args), project)
+    script = ("import sys; from pathlib import Path; from kocap.data import frames;"
+              f"from tests.integration.test_validate_frames import _cfg; frames.run(_cfg(*{cfg_args!r}), Path(sys.argv[1]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(project)], cwd=Path(__file__).parents[2])
+    folder = project / frames.OUT / "clips"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    assert 3 <= len(done) < SMALL["num_clips"], "killed mid-run"
+    report = frames.run(_cfg(*cfg_args), project)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.name in done} == done  # not redone
+    assert report["clips"] == SMALL["num_clips"] and not list(folder.glob("*.tmp*"))
+    index = pd.read_parquet(project / frames.OUT / "clips.parquet")
+    fresh = project.parent / "fresh"
+    shutil.copytree(project, fresh, ignore=shutil.ignore_patterns("frames"))
+    frames.run(_cfg(*cfg_args), fresh)
+    for (_, a), (_, b) in zip(index.iterrows(), pd.read_parquet(fresh / frames.OUT / "clips.parquet").iterrows()):
+        assert a["sample_id"] == b["sample_id"]
+        assert np.array_equal(frames.open_frames(project, a), frames.open_frames(fresh, b))

@@ -1,0 +1,72 @@
+"""Frame sampling, decoding backends, and preprocessing identical to CLIPImageProcessor."""
+import io
+
+import av
+import numpy as np
+import pytest
+
+from kocap.data.video import VideoError, read_clip, read_frames, sample_indices
+from kocap.model.preprocess import normalize, resize_crop
+
+
+@pytest.mark.parametrize("n, k, expected", [
+    (16, 8, [0, 2, 4, 6, 9, 11, 13, 15]),
+    (100, 1, [0]),
+    (8, 8, list(range(8))),
+    (3, 8, [0, 0, 1, 1, 1, 1, 2, 2]),   # padded: still k indices, in order, ending on the last frame
+    (1, 4, [0, 0, 0, 0]),
+    (900, 8, [0, 128, 257, 385, 514, 642, 771, 899]),
+])
+def test_uniform_indices(n, k, expected):
+    assert sample_indices(n, k) == expected
+    assert sample_indices(n, k) == np.round(np.linspace(0, n - 1, k)).astype(int).tolist() or n < k
+
+
+def test_short_clips_can_be_refused_instead():
+    with pytest.raises(VideoError, match="too short: 3 frames, 8 needed"):
+        sample_indices(3, 8, "reject")
+    with pytest.raises(VideoError):
+        sample_indices(0, 8)
+
+
+def encode(frames: np.ndarray, fps: int = 15, codec: str = "libx264") -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for t, f in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(f, format="rgb24")
+            fr.pts = t
+            for p in s.encode(fr):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+# Even frame sizes (what yuv420p video has in practice). With an odd height the two libraries round
+# chroma differently; read_clip then still picks the same backend for a file at training and inference.
+@pytest.mark.parametrize("codec, size", [("mpeg4", (96, 96)), ("libx264", (360, 640)), ("mpeg4", (120, 202))])
+def test_decord_and_pyav_return_identical_pixels(tmp_path, codec, size):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (30, *size, 3), dtype=np.uint8)
+    frames[:, : size[0] // 2] = np.linspace(0, 255, 30, dtype=np.uint8)[:, None, None, None]
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(encode(frames, codec=codec))
+    a, idx = read_clip(path, 8)
+    b = read_frames(path, idx, backend="pyav")
+    c = read_frames(path, idx, backend="decord")
+    assert a.shape == (8, *size, 3) and idx == sample_indices(30, 8)
+    assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+@pytest.mark.parametrize("h, w, size", [(360, 640, 336), (96, 96, 64), (150, 97, 64), (100, 300, 336), (720, 1280, 336)])
+def test_preprocessing_equals_clip_image_processor(h, w, size):
+    from transformers import CLIPImageProcessorPil  # the reference without torchvision
+
+    img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ref = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    expected = ref(images=img, return_tensors="np")["pixel_values"][0]
+    ours = normalize(resize_crop(img, size))
+    assert ours.shape == expected.shape == (3, size, size)
+    assert np.abs(ours - expected).max() < 1e-6
