@@ -123,11 +123,18 @@ def _run_shards(todo: list[dict], root: Path, folder: Path, spec: FrameSpec, wor
                 extract_shard(*job)
                 bar.advance(task)
             return
-        # forkserver: the caller may be a threaded Prefect worker, where fork is unsafe
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("forkserver")) as pool:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
             for fut in as_completed([pool.submit(extract_shard, *job) for job in jobs]):
                 fut.result()
                 bar.advance(task)
+
+
+def _pool_context():
+    """forkserver (the caller may be a threaded Prefect worker, where fork is unsafe), with this
+    module imported once in the server so each worker starts in milliseconds."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def extract_shard(shard: dict, root: str, folder: str, spec: FrameSpec, kind: str) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import Config
 from ..io import write_json, write_parquet
 from .ingest import IMAGES, MANIFEST
-from .video import VideoError, probe, read_frames
+from .video import VideoError, probe, read_clip
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def _probe_one(path: Path, cfg: Config) -> dict:
     out = {"decode_error": None, "n_frames": 0, "fps": 0.0, "width": 0, "height": 0, "video_duration_s": 0.0}
     try:
         info = probe(path, cfg.validate_.max_pixels)
-        out.update(n_frames=info.n_frames, fps=info.fps, width=info.width, height=info.height,
-                   video_duration_s=info.duration_s)
-        read_frames(path, [0, max(0, info.n_frames - 1)])  # first and last frame: catches truncation
+        out.update(fps=info.fps, width=info.width, height=info.height, video_duration_s=info.duration_s)
+        _, idx = read_clip(path, 2)  # decode the first and the last frame: catches truncation
+        out["n_frames"] = idx[-1] + 1  # the decoder's count, not the header's estimate
     except VideoError as exc:
         out["decode_error"] = str(exc)
     return out
