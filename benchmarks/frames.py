@@ -11,7 +11,6 @@ thread. Prints medians over repeats and the ratios.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import tempfile
 import time
@@ -22,25 +21,14 @@ import numpy as np
 import pandas as pd
 
 from kocap.data import frames
-from kocap.data.video import sample_indices
+from kocap.data.video import encode_mp4, sample_indices
 
 
 def make_clip(path: Path, width: int, height: int, seconds: int, fps: int = 30) -> None:
     rng = np.random.default_rng(width + seconds)
     base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        for t in range(seconds * fps):
-            img = np.roll(base, 4 * t, axis=1)  # a moving scene: real inter-frame work for the decoder
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            fr.pts = t
-            for p in s.encode(fr):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    path.write_bytes(buf.getvalue())
+    moving = (np.roll(base, 4 * t, axis=1) for t in range(seconds * fps))  # real inter-frame work for decoders
+    path.write_bytes(encode_mp4(moving, fps, codec="libx264", options={"preset": "ultrafast", "crf": "23"}))
 
 
 def pyav_decode_all(path: Path, k: int = 8) -> np.ndarray:

@@ -5,17 +5,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from kocap.cli import OFFLINE_ENV  # noqa: E402  (before Prefect is imported anywhere)
+
 _HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")
-for _k, _v in {
-    "PREFECT_HOME": _HOME,
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DVC_NO_ANALYTICS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-}.items():
-    os.environ[_k] = _v
+os.environ.update({**OFFLINE_ENV, "PREFECT_HOME": _HOME})
 os.environ.pop("AIHUB_APIKEY", None)
 os.environ.pop("AIHUB_BASE_URL", None)
 os.environ.pop("PREFECT_API_URL", None)

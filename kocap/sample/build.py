@@ -12,10 +12,10 @@ import json
 import zipfile
 from pathlib import Path
 
-import av
 import numpy as np
 
 from ..config import SampleParams
+from ..data.video import encode_mp4
 from .captions import describe, describe_image
 from .scene import draw_scene, render
 
@@ -43,7 +43,7 @@ def build_aihub_sample(root: Path, p: SampleParams) -> Path:
             mine = [c for c in chunk if c["split"] == split]
             if mine:
                 _write_zip(base / split / "01.원천데이터" / f"{prefix}S_{n:02d}.배경영상.zip",
-                           [(c["video_name"], _encode_mp4(c["frames"], p.fps)) for c in mine], cp949=True)
+                           [(c["video_name"], encode_mp4(c["frames"], p.fps, options={"qscale": "3"})) for c in mine], cp949=True)
                 _write_zip(base / split / "02.라벨링데이터" / f"{prefix}L_{n:02d}.배경영상.zip",
                            [(c["label_name"], c["label_bytes"]) for c in mine], cp949=False)
     return root / DATASET_KEY
@@ -66,23 +66,6 @@ def _clip(p: SampleParams, i: int) -> dict:
     data = text.encode("cp949") if i % 5 == 2 else text.encode("utf-8-sig")  # AI-Hub ships both
     return {"split": split, "video_name": f"{stem}.mp4", "label_name": f"{stem}.json", "frames": frames,
             "label_bytes": data}
-
-
-def _encode_mp4(frames: np.ndarray, fps: int) -> bytes:
-    """An mp4 that is byte-identical on every run (explicit timestamps, one thread)."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        # MPEG-4 Part 2: libx264 gave different bytes from run to run even with one thread
-        stream = out.add_stream("mpeg4", rate=fps, options={"qscale": "3", "threads": "1"})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for t, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def _write_zip(path: Path, members: list[tuple[str, bytes]], cp949: bool) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from kocap.config import load_config
 from kocap.data import frames, ingest, validate
-from kocap.data.video import sample_indices
+from kocap.data.video import encode_mp4, sample_indices
 from kocap.io import write_parquet
 from kocap.stages import RunEnv
 
@@ -44,21 +44,6 @@ def project(tmp_path, ingested):
     return root
 
 
-def _mp4(frames: np.ndarray, fps=8) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for t, f in enumerate(frames):
-            fr = av.VideoFrame.from_ndarray(f, format="rgb24")
-            fr.pts = t
-            for p in s.encode(fr):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return buf.getvalue()
-
-
 def _audio_only() -> bytes:
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
@@ -78,8 +63,8 @@ BAD_VIDEOS = {
     "truncated": (lambda good: good[: len(good) // 2], "not a readable video"),
     "audio_only": (lambda good: _audio_only(), "no video stream (has audio)"),
     "text_as_mp4": (lambda good: "이것은 동영상이 아닙니다\n".encode(), "not a readable video"),
-    "enormous": (lambda good: _mp4(np.zeros((2, 2304, 4096, 3), np.uint8)), "resolution 4096x2304 above the limit"),
-    "too_short": (lambda good: _mp4(np.zeros((3, 64, 64, 3), np.uint8)), None),
+    "enormous": (lambda good: encode_mp4(np.zeros((2, 2304, 4096, 3), np.uint8), 8), "resolution 4096x2304 above the limit"),
+    "too_short": (lambda good: encode_mp4(np.zeros((3, 64, 64, 3), np.uint8), 8), None),
 }
 CAPTION = "맑은 날 도시의 모습을 담은 영상입니다. 건물이 보입니다."
 

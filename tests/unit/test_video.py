@@ -1,11 +1,8 @@
 """Frame sampling, decoding backends, and preprocessing identical to CLIPImageProcessor."""
-import io
-
-import av
 import numpy as np
 import pytest
 
-from kocap.data.video import VideoError, read_clip, read_frames, sample_indices
+from kocap.data.video import VideoError, encode_mp4, read_clip, read_frames, sample_indices
 from kocap.model.preprocess import normalize, resize_crop
 
 
@@ -29,21 +26,6 @@ def test_short_clips_can_be_refused_instead():
         sample_indices(0, 8)
 
 
-def encode(frames: np.ndarray, fps: int = 15, codec: str = "libx264") -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for t, f in enumerate(frames):
-            fr = av.VideoFrame.from_ndarray(f, format="rgb24")
-            fr.pts = t
-            for p in s.encode(fr):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return buf.getvalue()
-
-
 # Even frame sizes (what yuv420p video has in practice). With an odd height the two libraries round
 # chroma differently; read_clip then still picks the same backend for a file at training and inference.
 @pytest.mark.parametrize("codec, size", [("mpeg4", (96, 96)), ("libx264", (360, 640)), ("mpeg4", (120, 202))])
@@ -52,7 +34,7 @@ def test_decord_and_pyav_return_identical_pixels(tmp_path, codec, size):
     frames = rng.integers(0, 255, (30, *size, 3), dtype=np.uint8)
     frames[:, : size[0] // 2] = np.linspace(0, 255, 30, dtype=np.uint8)[:, None, None, None]
     path = tmp_path / "clip.mp4"
-    path.write_bytes(encode(frames, codec=codec))
+    path.write_bytes(encode_mp4(frames, 15, codec=codec))
     a, idx = read_clip(path, 8)
     b = read_frames(path, idx, backend="pyav")
     c = read_frames(path, idx, backend="decord")
