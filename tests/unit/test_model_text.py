@@ -1,0 +1,62 @@
+"""Token counts of the design, the chat template, labels only on the answer, and the no-truncation rule."""
+import types
+
+import pytest
+import torch
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+from transformers.models.llava_next_video.modeling_llava_next_video import LlavaNextVideoModel
+
+from kocap.model.presets import (anyres_tokens_before_unpadding, frame_tokens, image_tokens, production_config,
+                                 video_tokens)
+from kocap.model.text import IGNORE, IM_END, SampleTooLong, encode, train_tiny_tokenizer, user_turn
+
+PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."
+CAPTIONS = ["맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
+            "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
+            "흐린 저녁 자연 풍경입니다. 카메라가 천천히 확대됩니다."] * 5
+
+
+@pytest.mark.parametrize("llm", ["Qwen/Qwen3-8B", "Qwen/Qwen3-4B"])
+def test_production_token_counts(llm):
+    cfg = production_config(llm, video_token_id=151669, image_token_id=151670)
+    v = cfg.vision_config
+    assert (v.image_size // v.patch_size) ** 2 == 576          # tokens per 336 px frame
+    assert frame_tokens(cfg) == 144 and video_tokens(cfg, 8) == 1152
+    assert anyres_tokens_before_unpadding(cfg, 768, 1024) == 2880  # the design's count: 4 tiles + thumbnail
+    assert image_tokens(cfg, 768, 1024) == 2340                   # what the model consumes (unpadded + newlines)
+    assert cfg.text_config.hidden_size == {"Qwen/Qwen3-8B": 4096, "Qwen/Qwen3-4B": 2560}[llm]
+
+
+@pytest.mark.parametrize("h, w", [(768, 1024), (1024, 768), (336, 336), (500, 1500), (1080, 1920), (200, 900)])
+def test_image_token_count_matches_what_transformers_packs(h, w):
+    cfg = production_config("Qwen/Qwen3-8B", 151669, 151670)
+    tiles = image_size_to_num_patches((h, w), cfg.image_grid_pinpoints, 336)
+    model = types.SimpleNamespace(config=cfg)  # pack_image_features only reads the config
+    _, lens = LlavaNextVideoModel.pack_image_features(model, [torch.zeros(tiles, 576, 4)], torch.tensor([[h, w]]),
+                                                      "default", torch.zeros(4))
+    assert int(lens[0]) == image_tokens(cfg, h, w)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(CAPTIONS + [PROMPT], tmp_path_factory.mktemp("tok"), vocab_size=400)
+
+
+def test_chatml_non_thinking_and_labels_only_on_the_answer(tok):
+    enc = encode(tok, PROMPT, CAPTIONS[0], media_tokens=16, max_length=512)
+    video_id = tok.convert_tokens_to_ids("<video>")
+    assert enc.input_ids.count(video_id) == 16
+    answer = [i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE]
+    assert tok.decode(answer) == CAPTIONS[0] + IM_END
+    assert all(lab == IGNORE for lab, i in zip(enc.labels, enc.input_ids) if i == video_id)
+    prompt_only = encode(tok, PROMPT, None, 16, 512)
+    assert enc.input_ids[: len(prompt_only.input_ids)] == prompt_only.input_ids  # inference = training prefix
+    assert tok.decode(prompt_only.input_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert user_turn(PROMPT).startswith("<|im_start|>user\n<video>\n" + PROMPT)
+
+
+def test_a_sample_too_long_is_an_error_never_a_cut(tok):
+    with pytest.raises(SampleTooLong, match="sample 'clip7' needs .* never truncated"):
+        encode(tok, PROMPT, CAPTIONS[0], media_tokens=1152, max_length=1024, sample_id="clip7")
+    fits = encode(tok, PROMPT, CAPTIONS[0], media_tokens=1152, max_length=2048)
+    assert fits.input_ids.count(tok.convert_tokens_to_ids("<video>")) == 1152
