@@ -83,6 +83,17 @@ class Preset(_Section):
     patch_size: int
 
 
+class TinyLMParams(_Section):
+    """The tiny preset's stand-in for a pretrained LLM: a BPE tokenizer and a small Qwen3 pre-trained on
+    the training captions (text only, no video), so stage 2 starts from a model that speaks Korean."""
+
+    vocab_size: int = 2000
+    pretrain_steps: int = 300
+    lr: float = 1e-3
+    batch_size: int = 16
+    seed: int = 0
+
+
 class ModelParams(_Section):
     preset: str = "tiny"
     presets: dict[str, Preset] = {
@@ -92,6 +103,8 @@ class ModelParams(_Section):
     }
     prompt: str = "이 영상을 한국어로 상세히 묘사해주세요."
     max_length: int = 2048
+    too_long: Literal["error", "drop"] = "error"   # a sample over max_length is never truncated
+    tiny_lm: TinyLMParams = TinyLMParams()
 
     @model_validator(mode="after")
     def _known_preset(self):
@@ -108,15 +121,21 @@ class Stage1Params(_Section):
     epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 8
+    include_videos: bool = True     # also align on the video captions (cached features)
+    checkpoint_every: int = 50
+    seed: int = 0
 
 
 class Stage2Params(_Section):
-    epochs: int = 3
-    lr: float = 2e-4
-    batch_size: int = 4
-    lora_r: int = 16
-    lora_alpha: int = 32
+    epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 8
+    lora_r: int = 64
+    lora_alpha: int = 64
     checkpoint_every: int = 50
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16 where supported, fp16 on a T4, fp32 on CPU
+    gradient_checkpointing: bool = True                        # on GPU
+    seed: int = 0
 
 
 class EvalParams(_Section):

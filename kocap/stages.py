@@ -26,6 +26,7 @@ class Stage:
     outs: tuple[str, ...]
     persist: tuple[str, ...] = ()  # outs kept before a re-run (append-only raw data)
     metrics: tuple[str, ...] = ()  # small json reports kept in git, not the DVC cache
+    plots: tuple[str, ...] = ()    # images (loss curves) kept in git
     retries: int = 0               # Prefect retries (network stages)
 
 
@@ -93,6 +94,34 @@ STAGES: tuple[Stage, ...] = (
         persist=("data/frames",),  # finished shards survive a crash; the stage resumes from them
         metrics=("reports/frames.json",),
     ),
+    Stage(
+        name="assemble",
+        run="kocap.train.assemble:run",
+        deps=("data/validated", "kocap/model", "kocap/train/assemble.py"),
+        params=("model", "frames.num_frames"),
+        outs=("models/base",),
+        metrics=("reports/assemble.json",),
+    ),
+    Stage(
+        name="align",
+        run="kocap.train.align:run",
+        deps=("models/base", "data/validated", "data/frames", "kocap/model", "kocap/train"),
+        params=("stage1", "model"),
+        outs=("models/align",),
+        persist=("models/align",),  # checkpoints survive a killed run; it resumes from them
+        metrics=("reports/align.json",),
+        plots=("reports/align_loss.png",),
+    ),
+    Stage(
+        name="finetune",
+        run="kocap.train.finetune:run",
+        deps=("models/base", "models/align", "data/validated", "data/frames", "kocap/model", "kocap/train"),
+        params=("stage2", "model"),
+        outs=("models/finetune",),
+        persist=("models/finetune",),
+        metrics=("reports/finetune.json",),
+        plots=("reports/finetune_loss.png",),
+    ),
 )
 
 
@@ -116,6 +145,8 @@ def dvc_yaml() -> str:
         entry = {"cmd": f"kocap stage {s.name}", "deps": list(s.deps), "params": list(s.params), "outs": outs}
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
+        if s.plots:
+            entry["plots"] = [{p: {"cache": False}} for p in s.plots]
         stages[s.name] = entry
     head = "# Generated from kocap/stages.py by `kocap dvc-yaml > dvc.yaml`; edit the stage table, not this file.\n"
     return head + yaml.safe_dump({"stages": stages}, sort_keys=False, allow_unicode=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from kocap.cli import OFFLINE_ENV  # noqa: E402  (before Prefect is imported anywhere)
 
 _HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")
-os.environ.update({**OFFLINE_ENV, "PREFECT_HOME": _HOME})
+os.environ.update({**OFFLINE_ENV, "PREFECT_HOME": _HOME, "MLFLOW_TRACKING_URI": f"sqlite:///{_HOME}/mlflow.db"})
 os.environ.pop("AIHUB_APIKEY", None)
 os.environ.pop("AIHUB_BASE_URL", None)
 os.environ.pop("PREFECT_API_URL", None)

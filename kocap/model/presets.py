@@ -61,7 +61,7 @@ def image_tokens(cfg: LlavaNextVideoConfig, height: int, width: int) -> int:
     plus the tile grid's patches with the padded area removed and one newline token per row."""
     v = cfg.vision_config
     side = v.image_size // v.patch_size
-    grid_h, grid_w = _best_grid(height, width, v.image_size)
+    grid_h, grid_w = best_grid(height, width, v.image_size)
     rows, cols = grid_h * side, grid_w * side
     if width / height > cols / rows:  # wider than the grid: rows were padded
         rows -= 2 * ((rows - int(round(height * cols / width, 7))) // 2)
@@ -73,11 +73,11 @@ def image_tokens(cfg: LlavaNextVideoConfig, height: int, width: int) -> int:
 def anyres_tokens_before_unpadding(cfg: LlavaNextVideoConfig, height: int, width: int) -> int:
     """The design's count: (tiles + thumbnail) x patches per tile (2,880 for 1024x768 at 336 px)."""
     v = cfg.vision_config
-    grid_h, grid_w = _best_grid(height, width, v.image_size)
+    grid_h, grid_w = best_grid(height, width, v.image_size)
     return (grid_h * grid_w + 1) * (v.image_size // v.patch_size) ** 2
 
 
-def _best_grid(height: int, width: int, size: int) -> tuple[int, int]:
+def best_grid(height: int, width: int, size: int) -> tuple[int, int]:
     """LLaVA-NeXT's choice: the grid keeping the most of the image's resolution, then the least waste."""
     best, best_key = None, None
     for gh, gw in ANYRES_GRIDS:

@@ -7,7 +7,6 @@ and leaves the earlier ones byte-identical (what an incremental AI-Hub update lo
 """
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path

@@ -16,6 +16,7 @@ from kocap.config import write_overrides
 from ..conftest import REPO, SMALL
 
 pytestmark = pytest.mark.slow
+QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=20", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
 
 
 def _sh(cmd, cwd, timeout=600):
@@ -47,7 +48,7 @@ def project(tmp_path_factory):
     _sh(["git", "init", "-q"], root)
     _dvc(root, "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    write_overrides(root / "params.yaml", [f"data.sample.{k}={v}" for k, v in SMALL.items()])
+    write_overrides(root / "params.yaml", [f"data.sample.{k}={v}" for k, v in SMALL.items()] + QUICK_TRAINING)
     return root
 
 

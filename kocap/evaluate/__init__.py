@@ -1,0 +1,1 @@
+"""Korean caption evaluation: morpheme tokens, n-gram metrics, baselines, diversity, grounding."""

@@ -1,0 +1,137 @@
+"""Stage 2 (finetune): QLoRA on the video captions. The LLM is 4-bit nf4 with LoRA on its linear
+layers, the projector trains in full precision, the tower stays frozen (its pooled features come
+from the cache).
+
+    kocap stage finetune        # -> models/finetune/adapter (LoRA + projector), reports/finetune.json
+
+Kill it at any point and run it again: it resumes from the last checkpoint in
+models/finetune/checkpoints and ends after the same number of steps.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config
+from ..data.frames import OUT as FRAMES
+from ..data.validate import CLIPS_OUT
+from ..io import write_json
+from ..model.build import load_qlora
+from ..model.text import SampleTooLong, encode, load_tokenizer
+from .assemble import OUT as BASE
+from .features import FeatureStore
+from .loop import LoopSpec, run_loop, run_signature
+from .tracking import log_step, loss_plot, mlflow_run
+from .video_lm import base_model, loss
+
+log = logging.getLogger(__name__)
+OUT = "models/finetune"
+PROJECTOR = "models/align/projector.pt"
+REPORT = "reports/finetune.json"
+PLOT = "reports/finetune_loss.png"
+
+
+def precision(choice: str) -> str:
+    """bf16 where the GPU supports it, fp16 with loss scaling on a T4, fp32 on CPU."""
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def training_rows(root: Path, split: str = "train") -> pd.DataFrame:
+    """Frames index rows of a split joined with their captions."""
+    index = pd.read_parquet(root / FRAMES / "clips.parquet")
+    captions = pd.read_parquet(root / CLIPS_OUT)[["sample_id", "caption_ko"]]
+    return index[index["split"] == split].merge(captions, on="sample_id").reset_index(drop=True)
+
+
+def encode_rows(rows: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int) -> tuple[list, pd.DataFrame, int]:
+    """Encode every sample; a too-long one is an error naming it, or a counted drop (model.too_long)."""
+    encoded, keep, dropped = [], [], 0
+    for i, row in rows.iterrows():
+        try:
+            encoded.append(encode(tokenizer, cfg.model.prompt, row["caption_ko"], media_tokens, cfg.model.max_length,
+                                  row["sample_id"]))
+            keep.append(i)
+        except SampleTooLong:
+            if cfg.model.too_long == "error":
+                raise
+            dropped += 1
+    if dropped:
+        log.warning("%d sample(s) longer than model.max_length=%d dropped (never truncated)", dropped, cfg.model.max_length)
+    return encoded, rows.loc[keep].reset_index(drop=True), dropped
+
+
+def run(cfg: Config, root: Path, env=None) -> dict:
+    s = cfg.stage2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    prec = precision(s.precision)
+    compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
+    tokenizer = load_tokenizer(str(root / BASE))
+    model = load_qlora(root / BASE, s.lora_r, s.lora_alpha, compute, device)
+    load_aligned_projector(model, root)
+    if s.gradient_checkpointing and device == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    rows = training_rows(root)
+    store = FeatureStore(model, root)
+    store.warm(rows)
+    media = store.get(rows.iloc[:1]).shape[1]
+    encoded, rows, dropped = encode_rows(rows, tokenizer, cfg, media)
+    per_epoch = math.ceil(len(rows) / s.batch_size)
+    spec = LoopSpec(steps=per_epoch * s.epochs, lr=s.lr, checkpoint_every=s.checkpoint_every,
+                    checkpoint_dir=root / OUT / "checkpoints", signature=signature(cfg, rows, root), precision=prec)
+
+    def batch(step: int):
+        epoch, pos = divmod(step, per_epoch)
+        order = np.random.default_rng([s.seed, epoch]).permutation(len(rows))  # the data position is the step
+        take = order[pos * s.batch_size : (pos + 1) * s.batch_size]
+        value, tokens = loss(model, [encoded[i] for i in take], store.get(rows.iloc[take]), tokenizer.pad_token_id)
+        return value, len(take), tokens
+
+    losses, rates = [], []
+
+    def on_step(step, metrics):
+        losses.append(metrics["loss"])
+        rates.append(metrics["samples_per_s"])
+        log_step(step, metrics)
+
+    with mlflow_run(cfg, "finetune", root) as mlrun:
+        result = run_loop(model, batch, spec, on_step)
+        model.save_pretrained(root / OUT / "adapter")
+        tokenizer.save_pretrained(root / OUT / "adapter")
+        import mlflow
+
+        if losses:
+            mlflow.log_artifact(str(loss_plot(losses, root / PLOT, "stage 2 loss")))
+    report = {**result, "samples": len(rows), "dropped_too_long": dropped, "precision": prec, "device": device,
+              "median_samples_per_s": statistics.median(rates) if rates else None, "mlflow_run_id": mlrun.info.run_id,
+              "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    write_json(root / REPORT, report)
+    return report
+
+
+def signature(cfg: Config, rows: pd.DataFrame, root: Path) -> str:
+    return run_signature(cfg.section("stage2"), cfg.section("model"), rows["sample_id"].tolist(), rows["shard"].tolist(),
+                         files=(root / BASE / "model.safetensors", root / PROJECTOR))
+
+
+def load_aligned_projector(model, root: Path) -> bool:
+    """Start from the stage-1 projector when there is one (both the frozen and the trainable copy)."""
+    path = root / PROJECTOR
+    if not path.exists():
+        return False
+    state = torch.load(path, weights_only=True)
+    projector = base_model(model).model.multi_modal_projector
+    targets = [projector.original_module, projector.modules_to_save["default"]] if hasattr(projector, "modules_to_save") \
+        else [projector]
+    for module in targets:
+        module.load_state_dict(state)
+    return True

@@ -1,0 +1,146 @@
+"""A training loop that can be killed at any moment and resumed: checkpoints every N steps hold
+everything that trains (not just the adapter), the optimizer, the scheduler, the RNG states and the
+data position, written atomically. A non-finite loss stops the run with a clear error.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; training on it would only destroy the weights."""
+
+
+@dataclass
+class LoopSpec:
+    steps: int
+    lr: float
+    checkpoint_every: int
+    checkpoint_dir: Path
+    signature: str            # params + data id: a checkpoint of another run is never resumed
+    warmup_frac: float = 0.05
+    precision: str = "fp32"   # fp32 | fp16 (T4: loss scaling) | bf16
+    keep: int = 2
+
+
+def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
+    """What makes two runs the same run: params and data (`parts`) and the starting weights (`files`,
+    by size and modification time: a rewritten base model never resumes an older run's checkpoints)."""
+    import hashlib
+    import json
+
+    stamps = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] if f.exists() else [str(f)] for f in files]
+    blob = json.dumps([parts, stamps], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], spec: LoopSpec,
+             on_step: Callable[[int, dict], None] = lambda step, m: None) -> dict:
+    """Train for spec.steps; `batch_loss(step)` returns (loss, samples, tokens) for that step's batch."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    warmup = max(1, int(spec.steps * spec.warmup_frac))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(
+        0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, spec.steps))))))
+    scaler = torch.amp.GradScaler("cuda", enabled=spec.precision == "fp16")
+    step = resume(model, opt, sched, spec)
+    model.train()
+    losses = []
+    while step < spec.steps:
+        t = time.perf_counter()
+        with _autocast(spec.precision):
+            loss, samples, tokens = batch_loss(step)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
+                                f"(fp16 overflow is known for Qwen models trained in bf16)")
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        step += 1
+        dt = time.perf_counter() - t
+        losses.append(loss.item())
+        on_step(step, {"loss": loss.item(), "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
+                       "tokens_per_s": tokens / dt, "peak_memory_mb": peak_memory_mb()})
+        if step % spec.checkpoint_every == 0 or step == spec.steps:
+            save_checkpoint(model, opt, sched, step, spec)
+    return {"steps": step, "final_loss": float(np.mean(losses[-10:])) if losses else None}
+
+
+def _autocast(precision: str):
+    if precision in ("fp16", "bf16") and torch.cuda.is_available():
+        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(model, opt, sched, step: int, spec: LoopSpec) -> Path:
+    final = spec.checkpoint_dir / f"step-{step:07d}"
+    tmp = spec.checkpoint_dir / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"signature": spec.signature, "step": step, "trainable": trainable_state(model),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
+               tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)  # a checkpoint exists whole or not at all
+    for old in sorted(spec.checkpoint_dir.glob("step-*"))[: -spec.keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(spec: LoopSpec) -> Path | None:
+    found = sorted(spec.checkpoint_dir.glob("step-*")) if spec.checkpoint_dir.exists() else []
+    return found[-1] if found else None
+
+
+def resume(model, opt, sched, spec: LoopSpec) -> int:
+    """Load the latest checkpoint of this run (same signature); returns the step to continue from."""
+    path = latest_checkpoint(spec)
+    if path is None:
+        return 0
+    state = torch.load(path / "state.pt", weights_only=False)
+    if state["signature"] != spec.signature:
+        log.info("checkpoints in %s belong to another run (params or data changed): starting fresh", spec.checkpoint_dir)
+        shutil.rmtree(spec.checkpoint_dir)
+        return 0
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            named[name].copy_(value)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    log.info("resumed from %s (step %d of %d)", path.name, state["step"], spec.steps)
+    return state["step"]

@@ -1,0 +1,57 @@
+"""MLflow for the training stages: one run per stage, the whole config as params, per-step metrics.
+
+The tracking URI comes from MLflow's own setting (MLFLOW_TRACKING_URI, set by the entry points to
+a SQLite file in the project); nothing secret is ever logged (the config holds no key).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from ..config import Config
+
+EXPERIMENT = "kocap"
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+@contextlib.contextmanager
+def mlflow_run(cfg: Config, stage: str, root: Path):
+    import mlflow
+
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=stage) as run:
+        mlflow.set_tag("kocap.stage", stage)
+        params = flat(cfg.model_dump(by_alias=True, mode="json"))
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        yield run
+
+
+def log_step(step: int, metrics: dict) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def loss_plot(losses: list[float], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses, lw=1)
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
