@@ -76,6 +76,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     prec = precision(s.precision)
     compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
     tokenizer = load_tokenizer(str(root / BASE))
+    torch.manual_seed(s.seed)  # LoRA's initial weights: the same run gives the same model
     model = load_qlora(root / BASE, s.lora_r, s.lora_alpha, compute, device)
     load_aligned_projector(model, root)
     if s.gradient_checkpointing and device == "cuda":

@@ -61,3 +61,28 @@ def test_qlora_trains_only_lora_and_the_projector(base):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == set(trainable)                    # every LoRA and projector weight moved, nothing else
     assert any("lora_A" in n for n in changed) and any("modules_to_save" in n for n in changed)
+
+
+def test_a_non_finite_loss_stops_training(tmp_path):
+    from kocap.train.loop import LoopSpec, NonFiniteLoss, run_loop
+
+    layer = torch.nn.Linear(2, 1)
+    spec = LoopSpec(steps=5, lr=0.1, checkpoint_every=2, checkpoint_dir=tmp_path, signature="x")
+    losses = iter([1.0, float("nan")])
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 1"):
+        run_loop(layer, lambda step: (layer(torch.ones(2)).sum() * 0 + next(losses), 1, 1), spec)
+
+
+def test_anyres_preprocessing_equals_llava_next_image_processor():
+    import numpy as np
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    from kocap.model.preprocess import anyres
+    from kocap.model.presets import ANYRES_GRIDS
+
+    for h, w, size in [(768, 1024, 336), (500, 1500, 336), (144, 192, 64), (192, 144, 64), (100, 300, 64)]:
+        img = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = LlavaNextImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                         image_grid_pinpoints=[[a * size, b * size] for a, b in ANYRES_GRIDS])
+        expected = ref(images=img, return_tensors="np")["pixel_values"][0]
+        assert np.abs(anyres(img, size) - expected).max() < 1e-6

@@ -1,0 +1,99 @@
+"""Training for real on the embedded sample: resume after kill -9, and learning that depends on the video."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from transformers import LlavaNextVideoForConditionalGeneration
+
+from kocap.config import load_config
+from kocap.data import frames, ingest, validate
+from kocap.evaluate.metrics import cider, most_frequent_caption
+from kocap.model.build import quantization_config
+from kocap.model.text import load_tokenizer
+from kocap.stages import RunEnv
+from kocap.train import align, assemble, finetune
+from kocap.train.features import FeatureStore
+from kocap.train.video_lm import generate
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """ingest -> validate -> frames -> assemble on the default embedded sample."""
+    root = tmp_path_factory.mktemp("train")
+    cfg = load_config(REPO / "params.yaml")
+    for stage in (ingest, validate, frames, assemble):
+        stage.run(cfg, root, RunEnv({}))
+    return root
+
+
+def _copy(prepared, tmp_path) -> Path:
+    root = tmp_path / "p"
+    shutil.copytree(prepared, root)
+    return root
+
+
+def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
+    overrides = ["stage2.epochs=1", "stage2.checkpoint_every=4"]
+    killed, clean = _copy(prepared, tmp_path / "a"), _copy(prepared, tmp_path / "b")
+    script = ("import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import finetune;"
+              f"finetune.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(killed)], env=os.environ.copy())
+    checkpoints = killed / finetune.OUT / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob("step-0000008")):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / finetune.REPORT).exists(), "killed before the end"
+    cfg = load_config(REPO / "params.yaml", overrides)
+    resumed = finetune.run(cfg, killed)
+    unbroken = finetune.run(cfg, clean)
+    assert resumed["steps"] == unbroken["steps"] == -(-204 // cfg.stage2.batch_size)
+    a = torch.load(sorted(checkpoints.glob("step-*"))[-1] / "state.pt", weights_only=False)["trainable"]
+    b = torch.load(sorted((clean / finetune.OUT / "checkpoints").glob("step-*"))[-1] / "state.pt",
+                   weights_only=False)["trainable"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _captions(model, tokenizer, store, rows, prompt, order=None):
+    feats = store.get(rows)
+    if order is not None:
+        feats = feats[order]
+    out = []
+    for i in range(0, len(rows), 16):
+        out += generate(model, tokenizer, feats[i : i + 16], prompt, 120, 2048, do_sample=False)
+    return out
+
+
+def test_the_tiny_model_learns_captions_that_depend_on_the_video(prepared, tmp_path):
+    root = _copy(prepared, tmp_path)
+    cfg = load_config(REPO / "params.yaml")
+    align.run(cfg, root)
+    report = finetune.run(cfg, root)
+    assert report["final_loss"] < 0.5
+    tokenizer = load_tokenizer(str(root / assemble.OUT))
+    base = LlavaNextVideoForConditionalGeneration.from_pretrained(
+        root / assemble.OUT, quantization_config=quantization_config(), device_map={"": "cpu"}, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, root / finetune.OUT / "adapter").eval()
+    val, train = finetune.training_rows(root, "val"), finetune.training_rows(root, "train")
+    store = FeatureStore(model, root)
+    refs = [[c] for c in val["caption_ko"]]
+    true_video = cider(refs, _captions(model, tokenizer, store, val, cfg.model.prompt))
+    shuffled = cider(refs, _captions(model, tokenizer, store, val, cfg.model.prompt,
+                                     np.random.default_rng(0).permutation(len(val))))
+    frequent = cider(refs, [most_frequent_caption(train["caption_ko"].tolist())] * len(val))
+    print(f"CIDEr-D on morphemes: model {true_video:.3f}, shuffled videos {shuffled:.3f}, most frequent {frequent:.3f}")
+    assert true_video > 1.3 * frequent and true_video > 1.3 * shuffled
