@@ -1,0 +1,71 @@
+"""Stage-2 training throughput on this CPU, tiny preset: with the frozen-tower feature cache vs
+running the tower on every step (what training without a cache does).
+
+    make demo                      # first: it builds data/frames and models/base
+    .venv/bin/python benchmarks/train.py [--steps 30]
+
+Prints median samples/s of each and the ratio (cache / no cache), measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kocap.config import load_config
+from kocap.data.frames import OUT as FRAMES
+from kocap.model.build import load_qlora
+from kocap.model.text import load_tokenizer
+from kocap.train.assemble import OUT as BASE
+from kocap.train.features import FeatureStore
+from kocap.train.finetune import encode_rows, training_rows
+from kocap.train.video_lm import loss, pooled_features
+
+
+def frames_of(root: Path, rows) -> np.ndarray:
+    return np.stack([np.load(root / FRAMES / r["shard"], mmap_mode="r")[r["offset"]] for _, r in rows.iterrows()])
+
+
+def measure(model, step_features, encoded, rows, batch: int, steps: int, pad: int) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    rates = []
+    for step in range(steps + 2):  # two warm-up steps
+        take = np.arange(step * batch, (step + 1) * batch) % len(rows)
+        t = time.perf_counter()
+        value, _ = loss(model, [encoded[i] for i in take], step_features(rows.iloc[take]), pad)
+        value.backward()
+        opt.step()
+        opt.zero_grad()
+        if step >= 2:
+            rates.append(batch / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--steps", type=int, default=30)
+    args = ap.parse_args()
+    root = Path(args.root)
+    cfg = load_config(root / "params.yaml")
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(str(root / BASE))
+    model = load_qlora(root / BASE, cfg.stage2.lora_r, cfg.stage2.lora_alpha)
+    rows = training_rows(root)
+    store = FeatureStore(model, root)
+    store.warm(rows)
+    encoded, rows, _ = encode_rows(rows, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+    b = cfg.stage2.batch_size
+    cached = measure(model, store.get, encoded, rows, b, args.steps, tokenizer.pad_token_id)
+    uncached = measure(model, lambda r: pooled_features(model, frames_of(root, r)), encoded, rows, b, args.steps,
+                       tokenizer.pad_token_id)
+    print(f"stage 2, tiny preset, batch {b}, {args.steps} steps each: with feature cache {cached:.1f} samples/s | "
+          f"tower every step {uncached:.1f} samples/s | ratio {cached / uncached:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
