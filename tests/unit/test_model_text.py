@@ -60,3 +60,17 @@ def test_a_sample_too_long_is_an_error_never_a_cut(tok):
         encode(tok, PROMPT, CAPTIONS[0], media_tokens=1152, max_length=1024, sample_id="clip7")
     fits = encode(tok, PROMPT, CAPTIONS[0], media_tokens=1152, max_length=2048)
     assert fits.input_ids.count(tok.convert_tokens_to_ids("<video>")) == 1152
+
+
+def test_too_long_samples_are_a_counted_drop_when_asked(tok):
+    import pandas as pd
+
+    from kocap.config import load_config
+    from kocap.train.finetune import encode_rows
+
+    rows = pd.DataFrame({"sample_id": ["short", "long"], "caption_ko": [CAPTIONS[0], CAPTIONS[0] * 40]})
+    cfg = load_config("/nonexistent", ["model.max_length=400", "model.too_long=drop"])
+    encoded, kept, dropped = encode_rows(rows, tok, cfg, media_tokens=128)
+    assert dropped == 1 and kept["sample_id"].tolist() == ["short"] and len(encoded) == 1
+    with pytest.raises(SampleTooLong, match="'long'"):
+        encode_rows(rows, tok, load_config("/nonexistent", ["model.max_length=400"]), media_tokens=128)
