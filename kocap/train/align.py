@@ -1,7 +1,7 @@
 """Stage 1 (align): only the projector trains; the tower and the LLM are frozen. With a new LLM the
 projector starts from random, so this stage is what first maps CLIP features into Qwen3's space.
 
-    kocap stage align           # -> models/align/projector.pt, reports/align.json
+    kocap stage align           # -> models/align/projector.safetensors, reports/align.json
 
 Data: the Korean image-caption set through the model's image (AnyRes) path, plus, with
 `stage1.include_videos`, the training video captions (their cached pooled features).
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import save_file
 from transformers import LlavaNextVideoForConditionalGeneration
 
 from ..config import Config
@@ -83,7 +84,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     with mlflow_run(cfg, "align", root) as mlrun:
         result = run_loop(model, batch, spec, on_step)
         (root / OUT).mkdir(parents=True, exist_ok=True)
-        torch.save(model.model.multi_modal_projector.state_dict(), root / OUT / "projector.pt")
+        save_file({k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()},
+                  root / OUT / "projector.safetensors")
         import mlflow
 
         if history:

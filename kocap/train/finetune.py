@@ -32,7 +32,7 @@ from .video_lm import base_model, loss
 
 log = logging.getLogger(__name__)
 OUT = "models/finetune"
-PROJECTOR = "models/align/projector.pt"
+PROJECTOR = "models/align/projector.safetensors"
 REPORT = "reports/finetune.json"
 PLOT = "reports/finetune_loss.png"
 
@@ -129,7 +129,9 @@ def load_aligned_projector(model, root: Path) -> bool:
     path = root / PROJECTOR
     if not path.exists():
         return False
-    state = torch.load(path, weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(path)
     projector = base_model(model).model.multi_modal_projector
     targets = [projector.original_module, projector.modules_to_save["default"]] if hasattr(projector, "modules_to_save") \
         else [projector]

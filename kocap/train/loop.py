@@ -36,14 +36,25 @@ class LoopSpec:
     keep: int = 2
 
 
+def code_digest() -> str:
+    """The training and model code: a changed loop or model never resumes an older run's checkpoints."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*(package / "train").glob("*.py"), *(package / "model").glob("*.py")]):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
-    """What makes two runs the same run: params and data (`parts`) and the starting weights (`files`,
-    by size and modification time: a rewritten base model never resumes an older run's checkpoints)."""
+    """What makes two runs the same run: params and data (`parts`), the starting weights (`files`, by
+    size and modification time: a rewritten base model never resumes older checkpoints) and the code."""
     import hashlib
     import json
 
     stamps = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] if f.exists() else [str(f)] for f in files]
-    blob = json.dumps([parts, stamps], sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps([parts, stamps, code_digest()], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
