@@ -77,10 +77,10 @@ def main() -> None:
             paths = [root / f"{label.replace('/', '_')}_{i}.mp4" for i in range(args.clips)]
             for p in paths:
                 make_clip(p, w, h, sec)
-            a = timed(lambda: stage(paths, root, args.workers), len(paths), args.repeats)
-            b = timed(lambda: [pyav_decode_all(p) for p in paths], len(paths), args.repeats)
-            c = timed(lambda: [decord_batch(p) for p in paths], len(paths), args.repeats)
-            c1 = timed(lambda: [decord_batch(p, threads=1) for p in paths], len(paths), args.repeats)
+            a = timed(lambda ps=paths: stage(ps, root, args.workers), len(paths), args.repeats)
+            b = timed(lambda ps=paths: [pyav_decode_all(p) for p in ps], len(paths), args.repeats)
+            c = timed(lambda ps=paths: [decord_batch(p) for p in ps], len(paths), args.repeats)
+            c1 = timed(lambda ps=paths: [decord_batch(p, threads=1) for p in ps], len(paths), args.repeats)
             print(f"{label}: (a) frames stage, {args.workers} workers: {a:.2f} clips/s | (b) PyAV decode-all: "
                   f"{b:.2f} | (c) decord get_batch, 1 process, default threads: {c:.2f} | (c1) same, 1 thread: "
                   f"{c1:.2f} | a/b = {a / b:.2f}x, a/c = {a / c:.2f}x, a/c1 = {a / c1:.2f}x", flush=True)

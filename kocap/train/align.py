@@ -9,7 +9,6 @@ Data: the Korean image-caption set through the model's image (AnyRes) path, plus
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ from ..model.text import IMAGE, encode, load_tokenizer
 from .assemble import OUT as BASE
 from .features import FeatureStore
 from .finetune import encode_rows, training_rows
-from .loop import LoopSpec, run_loop, run_signature
-from .tracking import log_step, loss_plot, mlflow_run
+from .loop import LoopSpec, run_signature
+from .tracking import train_tracked
 from .video_lm import loss as video_loss
 
 OUT = "models/align"
@@ -74,24 +73,13 @@ def run(cfg: Config, root: Path, env=None) -> dict:
                 tokens += n
         return torch.stack(losses).mean(), len(chosen), tokens
 
-    history, rates = [], []
-
-    def on_step(step, metrics):
-        history.append(metrics["loss"])
-        rates.append(metrics["samples_per_s"])
-        log_step(step, metrics)
-
-    with mlflow_run(cfg, "align", root) as mlrun:
-        result = run_loop(model, batch, spec, on_step)
+    def save():
         (root / OUT).mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()},
                   root / OUT / "projector.safetensors")
-        import mlflow
 
-        if history:
-            mlflow.log_artifact(str(loss_plot(history, root / PLOT, "stage 1 loss")))
-    report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items),
-              "median_samples_per_s": statistics.median(rates) if rates else None, "mlflow_run_id": mlrun.info.run_id}
+    result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save)
+    report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items)}
     write_json(root / REPORT, report)
     return report
 

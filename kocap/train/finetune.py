@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,8 @@ from ..model.build import load_qlora
 from ..model.text import SampleTooLong, encode, load_tokenizer
 from .assemble import OUT as BASE
 from .features import FeatureStore
-from .loop import LoopSpec, run_loop, run_signature
-from .tracking import log_step, loss_plot, mlflow_run
+from .loop import LoopSpec, run_signature
+from .tracking import train_tracked
 from .video_lm import base_model, loss
 
 log = logging.getLogger(__name__)
@@ -97,23 +96,12 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         value, tokens = loss(model, [encoded[i] for i in take], store.get(rows.iloc[take]), tokenizer.pad_token_id)
         return value, len(take), tokens
 
-    losses, rates = [], []
-
-    def on_step(step, metrics):
-        losses.append(metrics["loss"])
-        rates.append(metrics["samples_per_s"])
-        log_step(step, metrics)
-
-    with mlflow_run(cfg, "finetune", root) as mlrun:
-        result = run_loop(model, batch, spec, on_step)
+    def save():
         model.save_pretrained(root / OUT / "adapter")
         tokenizer.save_pretrained(root / OUT / "adapter")
-        import mlflow
 
-        if losses:
-            mlflow.log_artifact(str(loss_plot(losses, root / PLOT, "stage 2 loss")))
+    result = train_tracked(cfg, "finetune", root, model, batch, spec, root / PLOT, save)
     report = {**result, "samples": len(rows), "dropped_too_long": dropped, "precision": prec, "device": device,
-              "median_samples_per_s": statistics.median(rates) if rates else None, "mlflow_run_id": mlrun.info.run_id,
               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     write_json(root / REPORT, report)
     return report

@@ -6,7 +6,9 @@ a SQLite file in the project); nothing secret is ever logged (the config holds n
 from __future__ import annotations
 
 import contextlib
+import statistics
 from pathlib import Path
+from typing import Callable
 
 from ..config import Config
 
@@ -55,3 +57,26 @@ def loss_plot(losses: list[float], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def train_tracked(cfg: Config, stage: str, root: Path, model, batch_loss, spec, plot: Path,
+                  save: Callable[[], None]) -> dict:
+    """run_loop inside an MLflow run: per-step metrics, then `save()`, then the loss curve."""
+    import mlflow
+
+    from .loop import run_loop
+
+    history, rates = [], []
+
+    def on_step(step: int, metrics: dict) -> None:
+        history.append(metrics["loss"])
+        rates.append(metrics["samples_per_s"])
+        log_step(step, metrics)
+
+    with mlflow_run(cfg, stage, root) as run:
+        result = run_loop(model, batch_loss, spec, on_step)
+        save()
+        if history:
+            mlflow.log_artifact(str(loss_plot(history, plot, f"{stage} loss")))
+    return {**result, "median_samples_per_s": statistics.median(rates) if rates else None,
+            "mlflow_run_id": run.info.run_id}
