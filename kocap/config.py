@@ -139,11 +139,15 @@ class Stage2Params(_Section):
 
 
 class EvalParams(_Section):
-    primary_metric: str = "cider"
+    primary_metric: Literal["cider", "bleu_4", "meteor", "rouge_l"] = "cider"
     max_new_tokens: int = 256
+    do_sample: bool = True          # Qwen3 card, non-thinking mode: sample, do not decode greedily
     temperature: float = 0.7
     top_p: float = 0.8
     top_k: int = 20
+    repetition_penalty: float = 1.05  # the repetition guard
+    seed: int = 0
+    report_samples: int = 24        # clips shown with their frame strip in the HTML report
 
 
 class RegistryParams(_Section):

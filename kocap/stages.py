@@ -122,6 +122,15 @@ STAGES: tuple[Stage, ...] = (
         metrics=("reports/finetune.json",),
         plots=("reports/finetune_loss.png",),
     ),
+    Stage(
+        name="evaluate",
+        run="kocap.evaluate.stage:run",
+        deps=("models/base", "models/finetune", "data/validated", "data/frames", "kocap/evaluate", "kocap/train",
+              "kocap/model"),
+        params=("eval", "model"),
+        outs=("reports/predictions.parquet", "reports/eval.html"),
+        metrics=("reports/metrics.json",),
+    ),
 )
 
 
