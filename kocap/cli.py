@@ -120,6 +120,59 @@ def sample(out: Path, num_clips: Optional[int] = None):
     typer.echo(build_aihub_sample(out, params))
 
 
+def _model_uri(uri: Optional[str]) -> str:
+    from .config import load_config
+
+    return uri or f"models:/{load_config(Path.cwd() / 'params.yaml').registry.model_name}@champion"
+
+
+@app.command()
+def caption(videos: List[Path], model: Optional[str] = typer.Option(None, help="default: models:/kocap@champion")):
+    """Print one Korean caption per video (errors per item, the batch goes on)."""
+    setup_environment(Path.cwd())
+    import mlflow
+
+    result = mlflow.pyfunc.load_model(_model_uri(model)).predict([str(v) for v in videos])
+    for _, row in result.iterrows():
+        error = row["error"] if isinstance(row["error"], str) else None
+        typer.echo(f"{row['video_path']}\t{'ERROR: ' + error if error else row['caption']}")
+
+
+@app.command()
+def lineage(uri: Optional[str] = typer.Argument(None, help="models:/NAME@ALIAS or models:/NAME/VERSION")):
+    """The data hashes, params and commit behind a model, and how to restore its data."""
+    setup_environment(Path.cwd())
+    from mlflow import MlflowClient
+
+    from .registry.lineage import restore_commands
+
+    client, uri = MlflowClient(), _model_uri(uri)
+    name, _, ref = uri.removeprefix("models:/").partition("@")
+    version = client.get_model_version_by_alias(name, ref) if ref else client.get_model_version(*name.split("/"))
+    tags = dict(version.tags)
+    typer.echo(f"{version.name} version {version.version} (run {tags.get('run_id')})")
+    for key in sorted(tags):
+        typer.echo(f"  {key} = {tags[key]}")
+    params = client.get_run(tags["run_id"]).data.params
+    typer.echo("params:")
+    for key in sorted(params):
+        typer.echo(f"  {key} = {params[key]}")
+    typer.echo("restore its data:\n  " + "\n  ".join(restore_commands(tags)))
+
+
+@app.command()
+def promote(version: str, force: bool = typer.Option(False, "--force"), reason: str = typer.Option("", "--reason")):
+    """Make VERSION the champion by hand (needs --force and --reason; logged on the version)."""
+    setup_environment(Path.cwd())
+    from .config import load_config
+    from .registry.register import force_promote
+
+    if not force:
+        raise ValueError("promotion outside the gate needs --force (and --reason)")
+    force_promote(load_config(Path.cwd() / "params.yaml").registry.model_name, version, reason)
+    typer.echo(f"version {version} is now champion (manual override: {reason})")
+
+
 def _client():
     from .aihub.client import DEFAULT_BASE_URL, AIHubClient
     from .stages import RunEnv

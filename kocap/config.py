@@ -152,7 +152,8 @@ class EvalParams(_Section):
 
 class RegistryParams(_Section):
     model_name: str = "kocap"
-    min_improvement: float = 0.01
+    min_improvement: float = 0.01     # the primary metric must beat the champion's by this much
+    min_unique_share: float = 0.5     # diversity: below this share of unique captions = mode collapse
 
 
 class Config(_Section):

@@ -131,6 +131,14 @@ STAGES: tuple[Stage, ...] = (
         outs=("reports/predictions.parquet", "reports/eval.html"),
         metrics=("reports/metrics.json",),
     ),
+    Stage(
+        name="register",
+        run="kocap.registry.register:run",
+        deps=("reports/metrics.json", "reports/validate.json", "models/base", "models/finetune", "kocap/registry"),
+        params=("registry", "eval.primary_metric"),
+        outs=(),
+        metrics=("reports/register.json",),
+    ),
 )
 
 
@@ -151,7 +159,9 @@ def dvc_yaml() -> str:
     stages = {}
     for s in STAGES:
         outs = [{o: {"persist": True}} if o in s.persist else o for o in s.outs]
-        entry = {"cmd": f"kocap stage {s.name}", "deps": list(s.deps), "params": list(s.params), "outs": outs}
+        entry = {"cmd": f"kocap stage {s.name}", "deps": list(s.deps), "params": list(s.params)}
+        if outs:
+            entry["outs"] = outs
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
         if s.plots:

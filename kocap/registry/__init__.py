@@ -1,0 +1,1 @@
+"""MLflow registry: the pyfunc captioner, lineage on every version, gated promotion."""
