@@ -134,8 +134,7 @@ def caption(videos: List[Path], model: Optional[str] = typer.Option(None, help="
 
     result = mlflow.pyfunc.load_model(_model_uri(model)).predict([str(v) for v in videos])
     for _, row in result.iterrows():
-        error = row["error"] if isinstance(row["error"], str) else None
-        typer.echo(f"{row['video_path']}\t{'ERROR: ' + error if error else row['caption']}")
+        typer.echo(f"{row['video_path']}\t{'ERROR: ' + row['error'] if row['error'] else row['caption']}")
 
 
 @app.command()

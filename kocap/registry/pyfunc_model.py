@@ -3,7 +3,8 @@
 adapter (LoRA + projector) with the tokenizer, and the config (frames, preprocessing, prompt,
 decoding), and captions through the same code as training and evaluation.
 
-Bad input gets a clear error per item and never fails the batch: a missing file, a non-video.
+Bad input gets a clear error per item (the `error` column; empty when fine) and never fails the batch:
+a missing file, a non-video. An empty or oversized request is refused whole with a clear message.
 """
 from __future__ import annotations
 
@@ -39,14 +40,14 @@ def paths_of(model_input) -> list[str]:
 
 
 def caption_batch(captioner, paths: list[str]) -> pd.DataFrame:
-    """One row per input: the caption, or the error that kept it from being captioned."""
+    """One row per input: the caption, or (caption "") the error that kept it from being captioned."""
     from kocap.data.video import VideoError
 
     if not paths:
         raise ValueError("no videos given: send at least one video path")
     if len(paths) > MAX_ITEMS:
         raise ValueError(f"{len(paths)} videos in one request; at most {MAX_ITEMS}: split the request")
-    captions, errors = [None] * len(paths), [None] * len(paths)
+    captions, errors = [""] * len(paths), [""] * len(paths)
     for i, p in enumerate(paths):
         if not Path(p).is_file():
             errors[i] = f"file not found: {p}"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=20", "stage1.epochs=1", "stage2.
 
 def _sh(cmd, cwd, timeout=600):
     bin_dir = str(Path(sys.executable).parent)  # `dvc repro` runs `kocap stage ...` from the venv
-    env = {**os.environ, "PREFECT_HOME": str(cwd / ".prefect"), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env = {**os.environ, "PREFECT_HOME": str(cwd / ".prefect"), "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -49,15 +51,89 @@ def project(tmp_path_factory):
     _dvc(root, "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     write_overrides(root / "params.yaml", [f"data.sample.{k}={v}" for k, v in SMALL.items()] + QUICK_TRAINING)
+    _sh(["git", "add", "-A"], root)
+    _sh(["git", "-c", "user.email=test@kocap", "-c", "user.name=test", "commit", "-qm", "project"], root)
     return root
 
 
 def test_flow_then_dvc_agree(project):
     summary, _ = _kocap(project)
-    assert summary["ingest"]["ran"] is True and summary["pushed_files"] > 0
+    assert all(summary[s]["ran"] is True for s in ("ingest", "validate", "frames", "assemble", "align", "finetune",
+                                                   "evaluate", "register"))
+    assert summary["pushed_files"] > 0
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     assert "didn't change" in _dvc(project, "repro").stdout
     assert any((project / ".dvc-remote").rglob("*")), "outputs reached the local DVC remote"
+
+
+def _mlflow(project):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    return mlflow.MlflowClient()
+
+
+def test_the_registered_model_carries_its_lineage_and_captions(project):
+    client = _mlflow(project)
+    (version,) = client.search_model_versions("name='kocap'")
+    tags = version.tags
+    assert tags["git.commit"] != "unknown" and tags["git.dirty"] in ("true", "false")
+    assert tags["aihub.dataset_key"] == "71849" and len(tags["aihub.snapshot_id"]) == 16
+    lock = (project / "dvc.lock").read_text(encoding="utf-8")
+    assert tags["dvc.data/manifest.parquet"] in lock and tags["dvc.data/frames"] in lock
+    run = client.get_run(tags["run_id"])
+    assert run.data.params["data.sample.num_clips"] == str(SMALL["num_clips"])
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"manifest", "validated", "frames"}
+    assert client.get_model_version_by_alias("kocap", "challenger").version == version.version
+    if tags["kocap.decision"] != "champion":  # the quick model may fail the gate: the manual override is logged
+        _sh([sys.executable, "-m", "kocap.cli", "promote", str(version.version), "--force", "--reason", "test"], project)
+        assert client.get_model_version("kocap", version.version).tags["kocap.manual_override"] == "true"
+    lineage = _sh([sys.executable, "-m", "kocap.cli", "lineage", "models:/kocap@champion"], project).stdout
+    assert f"git checkout {tags['git.commit']}" in lineage and "dvc pull" in lineage
+    clip = next((project / "data/raw").rglob("*.mp4"))
+    out = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), str(project / "missing.mp4"),
+               str(project / "params.yaml")], project).stdout.strip().splitlines()
+    assert len(out) == 3 and "ERROR" not in out[0] and any("\uac00" <= ch <= "\ud7a3" for ch in out[0])
+    assert "file not found" in out[1] and "not a readable video" in out[2]
+
+
+def test_the_served_model_answers_invocations(project):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    server = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/kocap@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        clip = str(next((project / "data/raw").rglob("*.mp4")))
+        body = json.dumps({"dataframe_split": {"columns": ["video_path"], "data": [[clip], ["/nope.mp4"]]}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=120).read())["predictions"]
+        assert answer[0]["caption"] and answer[0]["error"] == ""
+        assert answer[1]["caption"] == "" and "file not found" in answer[1]["error"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_second_run_with_nothing_changed_registers_nothing_new(project):
+    before = len(_mlflow(project).search_model_versions("name='kocap'"))
+    summary, _ = _kocap(project)
+    assert all(not v["ran"] for k, v in summary.items() if k != "pushed_files")
+    assert len(_mlflow(project).search_model_versions("name='kocap'")) == before
 
 
 def test_dvc_repro_then_flow_finds_everything_up_to_date(project):
