@@ -85,8 +85,32 @@ def summary():
         typer.echo(f"stage {s.name}: {state}")
         for out in s.outs + s.metrics:
             typer.echo(f"  {out:<32} {_describe(root / out)}")
+    _champion_sample(root)
     typer.echo("\nnext: `dvc status` (clean), `dvc repro` (nothing to do), `make demo` again (every stage Cached);")
+    typer.echo("      `kocap caption VIDEO`, `kocap lineage`, `mlflow ui --backend-store-uri sqlite:///mlflow.db`;")
     typer.echo("      `prefect server start` then `kocap run` to see the flow run in the Prefect UI (README).")
+
+
+def _champion_sample(root: Path) -> None:
+    """The champion's caption for one validation clip, next to its reference."""
+    import pandas as pd
+
+    from .config import load_config
+
+    manifest = root / "data/validated/clips.parquet"
+    if not manifest.exists():
+        return
+    clip = pd.read_parquet(manifest).query("split == 'val'").iloc[0]
+    try:
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(f"models:/{load_config(root / 'params.yaml').registry.model_name}@champion")
+    except Exception:  # no champion yet (the gate refused every version): say so
+        typer.echo("\nno champion model yet: see reports/register.json for the gate's reasons")
+        return
+    result = model.predict([str(root / clip["video_path"])]).iloc[0]
+    typer.echo(f"\nchampion on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
+               f"\n  reference: {clip['caption_ko']}")
 
 
 def _describe(path: Path) -> str:

@@ -99,6 +99,7 @@ def test_the_registered_model_carries_its_lineage_and_captions(project):
 
 def test_the_served_model_answers_invocations(project):
     import socket
+    import urllib.error
     import urllib.request
 
     with socket.socket() as s:
@@ -124,6 +125,13 @@ def test_the_served_model_answers_invocations(project):
         answer = json.loads(urllib.request.urlopen(req, timeout=120).read())["predictions"]
         assert answer[0]["caption"] and answer[0]["error"] == ""
         assert answer[1]["caption"] == "" and "file not found" in answer[1]["error"]
+        for rows, message in (([], "no videos given"), ([[clip]] * 65, "at most 64")):
+            body = json.dumps({"dataframe_split": {"columns": ["video_path"], "data": rows}}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                         {"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=120)
+            assert message in refused.value.read().decode()
     finally:
         server.terminate()
         server.wait(timeout=30)
