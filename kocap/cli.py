@@ -50,13 +50,17 @@ def _logging(verbose: bool = False) -> None:
 
 @app.command()
 def run(overrides: List[str] = typer.Argument(None, help="key.sub=value, written to params.yaml first"),
-        push: bool = typer.Option(True, help="dvc push the outputs to the default remote at the end")):
+        push: bool = typer.Option(True, help="dvc push the outputs to the default remote at the end"),
+        wait: float = typer.Option(0, help="seconds to wait for another run in this workspace (0: stop at once)")):
     """Run the lifecycle flow on Prefect: every stage that is not up to date, then push."""
     root = Path.cwd()
     setup_environment(root)
     from flows.lifecycle import lifecycle
 
-    summary = lifecycle(root=str(root), overrides=list(overrides or []), push=push)
+    from .workspace import exclusive
+
+    with exclusive(root, wait):  # before Prefect starts: a refused run leaves no trace
+        summary = lifecycle(root=str(root), overrides=list(overrides or []), push=push)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
@@ -263,7 +267,9 @@ def main():
     except Exception as exc:  # a clear one-line error for the user; the key never appears in messages
         from .aihub.errors import AIHubError
 
-        if isinstance(exc, (AIHubError, ValueError, KeyError)):
+        from .workspace import WorkspaceBusy
+
+        if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy)):
             typer.secho(f"kocap: {exc}", err=True, fg="red")
             sys.exit(2)
         raise

@@ -163,6 +163,20 @@ def test_overrides_on_the_command_line_are_recorded_for_dvc(project):
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
 
 
+def test_a_second_run_in_the_same_workspace_stops_with_a_clear_message(project):
+    from kocap.workspace import exclusive
+
+    lock_before = (project / "dvc.lock").read_text(encoding="utf-8")
+    params_before = (project / "params.yaml").read_text(encoding="utf-8")
+    with exclusive(project):  # a run in progress
+        env = {**os.environ, "PREFECT_HOME": str(project / ".prefect")}
+        proc = subprocess.run([sys.executable, "-m", "kocap.cli", "run", "stage2.epochs=2"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "another kocap run holds" in proc.stderr and "--wait" in proc.stderr
+    assert (project / "params.yaml").read_text(encoding="utf-8") == params_before  # the override was not written
+    assert (project / "dvc.lock").read_text(encoding="utf-8") == lock_before
+
+
 def test_outputs_restore_from_the_remote(project):
     shutil.rmtree(project / "data" / "raw")
     shutil.rmtree(project / ".dvc" / "cache")
