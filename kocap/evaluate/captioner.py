@@ -1,7 +1,7 @@
 """A trained captioner: the base checkpoint + the stage-2 adapter, with the one frames→caption path.
 
     cap = Captioner.load(base_dir, adapter_dir, cfg)
-    cap.caption_videos([Path("clip.mp4")])        # same frames, preprocessing, prompt and template as training
+    cap.caption_frames(np.stack([cap.frames(p) for p in paths]))   # same frames, prompt and template as training
 """
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ class Captioner:
                             repetition_penalty=e.repetition_penalty, seed=seed + i)
         return out
 
-    def caption_videos(self, paths: list[Path]) -> list[str]:
-        spec = FrameSpec.from_config(self.cfg)
-        frames = np.stack([load_clip(Path(p), spec)[0] for p in paths])
+    def frames(self, path: Path) -> np.ndarray:
+        """One video's model-ready frames (raises VideoError for a bad file)."""
+        return load_clip(Path(path), FrameSpec.from_config(self.cfg))[0]
+
+    def caption_frames(self, frames: np.ndarray) -> list[str]:
         return self.caption_features(pooled_features(self.model, frames).float())

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 MAX_ITEMS = 64  # an oversized request is refused whole, with the limit in the message
@@ -48,14 +49,19 @@ def caption_batch(captioner, paths: list[str]) -> pd.DataFrame:
     if len(paths) > MAX_ITEMS:
         raise ValueError(f"{len(paths)} videos in one request; at most {MAX_ITEMS}: split the request")
     captions, errors = [""] * len(paths), [""] * len(paths)
-    for i, p in enumerate(paths):
+    good, frames = [], []
+    for i, p in enumerate(paths):  # decode each on its own, so one bad file fails only itself
         if not Path(p).is_file():
             errors[i] = f"file not found: {p}"
             continue
         try:
-            captions[i] = captioner.caption_videos([Path(p)])[0]
+            frames.append(captioner.frames(Path(p)))
+            good.append(i)
         except (VideoError, OSError, ValueError) as exc:
             errors[i] = str(exc)
+    if good:  # then caption the good ones together, in batches
+        for i, caption in zip(good, captioner.caption_frames(np.stack(frames))):
+            captions[i] = caption
     return pd.DataFrame({"video_path": paths, "caption": captions, "error": errors})
 
 

@@ -19,7 +19,7 @@ from ..config import Config
 from ..io import write_json
 from ..train.assemble import OUT as BASE
 from ..train.finetune import OUT as FINETUNE
-from ..train.tracking import flat, mlflow_run
+from ..train.tracking import mlflow_run
 from .lineage import aihub_snapshot, dvc_hashes, git_state
 
 REPORT = "reports/register.json"
@@ -111,5 +111,3 @@ def force_promote(name: str, version: str, reason: str) -> None:
         raise ValueError("a manual promotion needs --reason")
     decide(MlflowClient(), name, version, True, [f"manual override: {reason}"], manual=True)
 
-
-__all__ = ["run", "gate", "force_promote", "flat"]
