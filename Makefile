@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast clean ui ui-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,10 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf .prefect .dvc-remote .dvc/cache mlflow.db data/raw data/*.parquet data/rejects reports/*.json dvc.lock
+
+# The Prefect UI (127.0.0.1:4200) and the MLflow UI (127.0.0.1:5000), in the background.
+ui: $(STAMP)
+	$(BIN)/kocap ui start
+
+ui-stop: $(STAMP)
+	$(BIN)/kocap ui stop

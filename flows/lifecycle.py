@@ -1,30 +1,43 @@
 """The lifecycle flow: every stage of the stage table in order, each skipped when DVC says it is
-up to date, then `dvc push`.
+up to date, then `dvc push`. With `ops.finetune_pool` set, stage 2 runs as the `finetune/POOL`
+deployment on that pool's workers and comes back through the DVC remote and MLflow.
 
     kocap run                       # or: python -m flows.lifecycle
     kocap run data.sample.num_clips=300
+    kocap deploy                    # as a deployment, started by watch-aihub's event (README, operations)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from kocap import stages
-from kocap.config import write_overrides
-from tasks.stages import STAGE_TASKS, push as push_task
+from kocap.config import load_config, write_overrides
+from kocap.workspace import exclusive
+from tasks.fanout import fan_out
+from tasks.stages import ON_POOL_TASKS, STAGE_TASKS, push as push_task
 
 
 @flow(name="lifecycle", log_prints=True)
-def lifecycle(root: str = ".", overrides: list[str] | None = None, push: bool = True) -> dict:
-    """Overrides are written to params.yaml first, so dvc.lock records exactly what ran."""
-    if overrides:
-        write_overrides(Path(root) / "params.yaml", overrides)
-    summary = {}
-    for stage in stages.STAGES:
-        summary[stage.name] = STAGE_TASKS[stage.name](name=stage.name, root=root)
-    if push:
-        summary["pushed_files"] = push_task(root)
+def lifecycle(root: str = ".", overrides: list[str] | None = None, push: bool = True, wait_s: float = 3600,
+              trigger: str = "") -> dict:
+    """Overrides are written to params.yaml first, so dvc.lock records exactly what ran. A run waits up
+    to `wait_s` for another one in the same workspace (the CLI has already taken the lock itself)."""
+    project = Path(root).resolve()
+    if trigger:
+        get_run_logger().info("started by %s", trigger)
+    with exclusive(project, wait_s):
+        if overrides:
+            write_overrides(project / "params.yaml", overrides)
+        pool = load_config(project / "params.yaml").ops.finetune_pool
+        summary = {}
+        for stage in stages.STAGES:
+            fan_out(stage.name, str(project))  # frames and evaluate: their shards as tasks first
+            run = ON_POOL_TASKS[stage.name] if pool and stage.name in ON_POOL_TASKS else STAGE_TASKS[stage.name]
+            summary[stage.name] = run(name=stage.name, root=str(project))
+        if push:
+            summary["pushed_files"] = push_task(str(project))
     return summary
 
 

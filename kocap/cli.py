@@ -5,6 +5,9 @@
     kocap aihub list | tree KEY | download KEY --out DIR | emulate ROOT
     kocap sample ROOT                  write the embedded AI-Hub-shaped sample
     kocap dvc-yaml                     print dvc.yaml as generated from the stage table
+    kocap ui start | stop | status     the Prefect and MLflow servers (`make ui`)
+    kocap deploy [--only NAME]         lifecycle, watch-aihub (and finetune) deployments
+    kocap watch                        look for new AI-Hub data once (what watch-aihub runs)
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="kocap: Korean video captioning lifecycle")
 aihub_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Talk to AI-Hub (or anything that speaks its protocol).")
 app.add_typer(aihub_app, name="aihub")
+ui_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="The Prefect and MLflow UIs.")
+app.add_typer(ui_app, name="ui")
 
 OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -34,8 +39,11 @@ OFFLINE_ENV = {
 
 
 def setup_environment(root: Path) -> None:
-    """Defaults for offline runs; anything the user set wins. PREFECT_HOME stays in the project."""
-    for key, value in OFFLINE_ENV.items():
+    """Defaults for offline runs; anything the user set wins. PREFECT_HOME stays in the project; while
+    `make ui` servers run for this project, runs report to them."""
+    from .ui import server_env
+
+    for key, value in {**OFFLINE_ENV, **server_env(root)}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(root.resolve() / ".prefect"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(root.resolve() / 'mlflow.db').as_posix()}")
@@ -198,6 +206,58 @@ def promote(version: str, force: bool = typer.Option(False, "--force"), reason: 
         raise ValueError("promotion outside the gate needs --force (and --reason)")
     force_promote(load_config(Path.cwd() / "params.yaml").registry.model_name, version, reason)
     typer.echo(f"version {version} is now champion (manual override: {reason})")
+
+
+@ui_app.command("start")
+def ui_start(prefect_port: int = 4200, mlflow_port: int = 5000):
+    """Start the Prefect server and the MLflow server in the background (pids in .kocap-ui/)."""
+    from . import ui
+
+    state = ui.start(Path.cwd(), prefect_port, mlflow_port)
+    typer.echo(f"Prefect UI  {state['prefect']['url']}  (pid {state['prefect']['pid']})\n"
+               f"MLflow UI   {state['mlflow']['url']}  (pid {state['mlflow']['pid']})\n"
+               "kocap commands in this folder now report to them; `make ui-stop` stops both.")
+
+
+@ui_app.command("stop")
+def ui_stop():
+    """Stop the servers `kocap ui start` started."""
+    from . import ui
+
+    typer.echo(f"stopped: {', '.join(ui.stop(Path.cwd())) or 'nothing was running'}")
+
+
+@ui_app.command("status")
+def ui_status():
+    from . import ui
+
+    state = ui.servers(Path.cwd())
+    typer.echo("\n".join(f"{k}: {v['url']} (pid {v['pid']})" for k, v in state.items()) or "not running")
+
+
+@app.command()
+def deploy(only: Optional[List[str]] = typer.Option(None, help="lifecycle | watch-aihub | finetune (repeatable)"),
+           pool: Optional[str] = typer.Option(None, help="work pool (default from params.yaml ops)")):
+    """Create the work pools and deployments on the Prefect server (start it with `make ui`)."""
+    root = Path.cwd()
+    setup_environment(root)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError("deployments need a Prefect server: run `make ui` (or set PREFECT_API_URL)")
+    from flows.deploy import deploy as run_deploy
+
+    for name, dep_id in run_deploy(root, list(only or []), pool).items():
+        typer.echo(f"deployed {name} ({dep_id})")
+    typer.echo("start a worker: prefect worker start --pool POOL (see README, operations)")
+
+
+@app.command()
+def watch():
+    """Look for new AI-Hub data once: ingest it and emit kocap.aihub.data-landed."""
+    root = Path.cwd()
+    setup_environment(root)
+    from flows.watch import watch_aihub
+
+    typer.echo(json.dumps(watch_aihub(root=str(root)), ensure_ascii=False))
 
 
 def _client():

@@ -156,6 +156,18 @@ class RegistryParams(_Section):
     min_unique_share: float = 0.5     # diversity: below this share of unique captions = mode collapse
 
 
+class OpsParams(_Section):
+    """How the lifecycle runs as a service; no stage reads these, so changing them retrains nothing."""
+
+    work_pool: str = "local"             # the process pool that runs lifecycle and watch-aihub
+    finetune_pool: str = ""              # "" = stage 2 inside the lifecycle; a pool name = the finetune deployment
+    finetune_timeout_s: int = Field(86400, gt=0)
+    watch_cron: str = "0 3 * * *"        # watch-aihub: when to look for new AI-Hub data
+    task_runner: Literal["thread", "dask"] = "thread"  # how frame and evaluation shards fan out
+    dask_address: str = ""               # "" = a local Dask cluster; else a scheduler, tcp://host:8786
+    dask_workers: int = Field(2, ge=1)
+
+
 class Config(_Section):
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -165,6 +177,7 @@ class Config(_Section):
     stage2: Stage2Params = Stage2Params()
     eval: EvalParams = EvalParams()
     registry: RegistryParams = RegistryParams()
+    ops: OpsParams = OpsParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

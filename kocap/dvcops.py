@@ -46,7 +46,22 @@ def commit(root: Path, name: str) -> None:
         repo.commit(name, force=True)
 
 
-def push(root: Path) -> int:
-    """Push every tracked output to the default remote; returns how many files went up."""
+def push(root: Path, targets: list[str] | None = None) -> int:
+    """Push tracked outputs (all, or those of `targets`) to the default remote; returns how many went up."""
     with _repo(root) as repo:
-        return repo.push()
+        return repo.push(targets=targets)
+
+
+def pull(root: Path, targets: list[str]) -> None:
+    """Fetch outputs from the default remote and check them out, as recorded in dvc.lock."""
+    with _repo(root) as repo:
+        repo.pull(targets=targets, force=True)
+
+
+def merge_lock(root: Path, entries: dict[str, dict]) -> None:
+    """Write stage entries (as another workspace recorded them) into this workspace's dvc.lock."""
+    path = root / "dvc.lock"
+    lock = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    lock = lock or {"schema": "2.0", "stages": {}}
+    lock.setdefault("stages", {}).update(entries)
+    path.write_text(yaml.safe_dump(lock, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 LOCK = ".kocap.lock"
+_HELD: set[Path] = set()  # workspaces this process holds: re-entering (CLI -> flow) must not block itself
 
 
 class WorkspaceBusy(RuntimeError):
@@ -18,8 +19,12 @@ class WorkspaceBusy(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(root: Path, wait_s: float = 0):
-    """Hold the workspace lock (released by the OS even if the holder is killed)."""
-    path = Path(root) / LOCK
+    """Hold the workspace lock (released by the OS even if the holder is killed); re-entrant."""
+    key = Path(root).resolve()
+    if key in _HELD:
+        yield
+        return
+    path = key / LOCK
     handle = path.open("a+")
     deadline = time.monotonic() + wait_s
     while True:
@@ -38,8 +43,10 @@ def exclusive(root: Path, wait_s: float = 0):
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
     handle.flush()
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()

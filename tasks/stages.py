@@ -46,6 +46,38 @@ STAGE_TASKS = {
 }
 
 
+def _on_pool(name: str, root: str) -> dict:
+    """Run the stage as the `NAME/POOL` deployment on a work pool and take its outputs back."""
+    from prefect import runtime
+    from prefect.deployments import run_deployment
+
+    from kocap import handoff
+
+    log = get_run_logger()
+    project = Path(root)
+    if not dvcops.changed(project, name):
+        log.info("%s is up to date: skipped", name)
+        return {"stage": name, "ran": False}
+    ops = load_config(project / "params.yaml").ops
+    handoff_id = f"{runtime.task_run.id}-{runtime.task_run.run_count}"
+    req = {**handoff.request(project, name), "handoff_id": handoff_id}
+    log.info("%s: inputs pushed to the DVC remote; running deployment %s/%s", name, name, ops.finetune_pool)
+    child = run_deployment(f"{name}/{ops.finetune_pool}", parameters={"request": req},
+                           timeout=ops.finetune_timeout_s, as_subflow=True)
+    if not child.state.is_completed():  # crashed or failed: the retry resumes from the worker's checkpoints
+        raise RuntimeError(f"{name} on pool {ops.finetune_pool}: flow run {child.name} ended {child.state.name}: "
+                           f"{child.state.message}")
+    run_id = handoff.receive(project, name, handoff_id)
+    log.info("%s done on pool %s (flow run %s); outputs pulled, MLflow handoff run %s", name, ops.finetune_pool,
+             child.name, run_id)
+    return {"stage": name, "ran": True, "flow_run": str(child.id), "handoff_run": run_id}
+
+
+# A killed worker surfaces as a crashed child run: two retries, each resuming from its checkpoints.
+ON_POOL_TASKS = {"finetune": task(_on_pool, name="finetune-on-pool", cache_policy=DvcStageCache(), retries=2,
+                                  retry_delay_seconds=5, persist_result=True)}
+
+
 @task(name="dvc-push", retries=1)
 def push(root: str) -> int:
     """Send the outputs to the DVC remote, so another machine can `dvc pull` exactly this data."""

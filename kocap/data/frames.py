@@ -85,6 +85,26 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     return report
 
 
+def pending_shards(cfg: Config, root: Path) -> list[dict]:
+    """Unfinished shards as plain jobs for `run_job`, on any executor (a Prefect task runner, Dask).
+    Running them first leaves the stage only the collecting; what it would compute is identical."""
+    spec = FrameSpec.from_config(cfg)
+    jobs = []
+    for table, col, kind in ((CLIPS_OUT, "video_path", "clips"), (IMAGES_OUT, "image_path", "images")):
+        folder = root / OUT / kind
+        for shard in plan_shards(pd.read_parquet(root / table), col, kind, spec, cfg.frames.shard_size):
+            if not (folder / f"{shard['key']}.json").exists():
+                jobs.append({"shard": shard, "root": str(root), "folder": str(folder), "spec": spec.__dict__,
+                             "kind": kind})
+    return jobs
+
+
+def run_job(job: dict) -> str:
+    Path(job["folder"]).mkdir(parents=True, exist_ok=True)
+    extract_shard(job["shard"], job["root"], job["folder"], FrameSpec(**job["spec"]), job["kind"])
+    return job["shard"]["key"]
+
+
 def extract(table: pd.DataFrame, path_col: str, kind: str, root: Path, spec: FrameSpec, shard_size: int,
             workers: int) -> tuple[pd.DataFrame, list[dict]]:
     """Run every unfinished shard (in parallel), drop stale ones, return the index and the rejects."""

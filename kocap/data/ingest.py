@@ -74,6 +74,14 @@ def run(cfg: Config, root: Path, env: RunEnv) -> IngestReport:
     return report
 
 
+def pending(cfg: Config, root: Path, env: RunEnv) -> tuple[str, list[str]]:
+    """What the watcher asks: the server tree's snapshot id and the filekeys not landed yet (new or changed)."""
+    with open_source(cfg, env) as source:
+        tree = _select(source.client.tree(source.dataset_key), cfg.data.aihub.filekey_list())
+        landed = _load_landed(root / cfg.data.raw_dir / f"{source.name}-{source.dataset_key}")
+    return snapshot_id(tree), [f.filekey for f in changed_files(landed, tree)]
+
+
 @contextlib.contextmanager
 def open_source(cfg: Config, env: RunEnv) -> Iterator[Source]:
     a = cfg.data.aihub

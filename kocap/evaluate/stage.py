@@ -6,12 +6,18 @@ Same frames, features, prompt and chat template as training. Besides BLEU/METEOR
 diversity (unique share, distinct-1/2) to catch mode collapse, grounding (primary metric with the
 true videos minus with shuffled videos) to prove captions depend on the video, and the
 most-frequent-caption baseline scored alongside.
+
+Captions are made in shards of SHARD clips, each with its own seed and cached by content in
+`.kocap-cache/eval/`, so a fan-out (`pending_shards` + `run_job` on Prefect tasks or Dask) and a
+plain run produce the same captions, and the plain run then only collects.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,8 @@ from ..train.tracking import mlflow_run
 from .captioner import Captioner
 from .metrics import caption_metrics, diversity, most_frequent_caption
 
+SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
+CACHE = ".kocap-cache/eval"
 METRICS = "reports/metrics.json"
 PREDICTIONS = "reports/predictions.parquet"
 HTML = "reports/eval.html"
@@ -36,9 +44,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
     val, train = training_rows(root, "val"), training_rows(root, "train")
     features = FeatureStore(captioner.model, root).get(val)
-    shuffle = np.random.default_rng(cfg.eval.seed).permutation(len(val))
-    predictions = captioner.caption_features(features, seed=cfg.eval.seed)
-    shuffled = captioner.caption_features(features[shuffle], seed=cfg.eval.seed)
+    predictions = _captions(captioner, features, cfg, root, val, "model")
+    shuffled = _captions(captioner, features, cfg, root, val, "shuffled")
     refs = [[c] for c in val["caption_ko"]]
     baseline = [most_frequent_caption(train["caption_ko"].tolist())] * len(val)
     metrics = score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric)
@@ -49,6 +56,57 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     (root / HTML).write_text(report_html(root, val, table, metrics, cfg.eval.report_samples), encoding="utf-8")
     log_to_mlflow(cfg, root, metrics)
     return metrics
+
+
+def _order(cfg: Config, n: int, which: str) -> np.ndarray:
+    """Which validation clip's video each caption is made from: its own, or a shuffled one (the control)."""
+    return np.random.default_rng(cfg.eval.seed).permutation(n) if which == "shuffled" else np.arange(n)
+
+
+def _captions(captioner: Captioner, features, cfg: Config, root: Path, val: pd.DataFrame, which: str) -> list[str]:
+    order, out = _order(cfg, len(val), which), []
+    for start in range(0, len(val), SHARD):
+        path = _shard_path(cfg, root, val, which, start)
+        if path.exists():
+            out += json.loads(path.read_text(encoding="utf-8"))
+            continue
+        captions = captioner.caption_features(features[order[start : start + SHARD]], SHARD, cfg.eval.seed + start)
+        write_json(path, captions)
+        out += captions
+    return out
+
+
+def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int) -> Path:
+    """Keyed by the model files (path, size, mtime), the eval and model params and the clips."""
+    files = [p for d in (root / BASE, root / FINETUNE / "adapter") if d.exists() for p in sorted(d.rglob("*"))
+             if p.is_file()]
+    stamps = [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    blob = json.dumps([stamps, cfg.section("eval"), cfg.section("model"), val["sample_id"].tolist(), which, start],
+                      sort_keys=True, ensure_ascii=False)
+    return root / CACHE / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+
+
+def pending_shards(cfg: Config, root: Path) -> list[dict]:
+    """Caption shards not made yet, as plain jobs for `run_job` on any executor."""
+    val = training_rows(root, "val")
+    return [{"root": str(root), "which": which, "start": start}
+            for which in ("model", "shuffled") for start in range(0, len(val), SHARD)
+            if not _shard_path(cfg, root, val, which, start).exists()]
+
+
+def run_job(job: dict) -> str:
+    """Make one caption shard (loads the model: each job can run on another worker)."""
+    from ..config import load_config
+
+    root = Path(job["root"])
+    cfg = load_config(root / "params.yaml")
+    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
+    val = training_rows(root, "val")
+    rows = val.iloc[_order(cfg, len(val), job["which"])[job["start"] : job["start"] + SHARD]]
+    features = FeatureStore(captioner.model, root).get(rows)
+    path = _shard_path(cfg, root, val, job["which"], job["start"])
+    write_json(path, captioner.caption_features(features, SHARD, cfg.eval.seed + job["start"]))
+    return path.name
 
 
 def score(refs, predictions, shuffled, baseline, primary: str) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..io import temp_beside
 from ..data.frames import OUT as FRAMES
 from .video_lm import base_model, pooled_features
 
@@ -65,6 +66,7 @@ class FeatureStore:
         parts = [pooled_features(self.model, np.asarray(frames[i : i + self.batch_size])).float().cpu().numpy()
                  for i in range(0, len(frames), self.batch_size)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, np.concatenate(parts).astype(np.float16))
+        tmp = temp_beside(path)
+        with tmp.open("wb") as f:  # a file object: np.save would append .npy to a name
+            np.save(f, np.concatenate(parts).astype(np.float16))
         os.replace(tmp, path)

@@ -67,7 +67,7 @@ def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(
         0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, spec.steps))))))
     scaler = torch.amp.GradScaler("cuda", enabled=spec.precision == "fp16")
-    step = resume(model, opt, sched, spec)
+    step = start = resume(model, opt, sched, spec)
     model.train()
     losses = []
     while step < spec.steps:
@@ -91,7 +91,7 @@ def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], 
                        "tokens_per_s": tokens / dt, "peak_memory_mb": peak_memory_mb()})
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             save_checkpoint(model, opt, sched, step, spec)
-    return {"steps": step, "final_loss": float(np.mean(losses[-10:])) if losses else None}
+    return {"steps": step, "resumed_from": start, "final_loss": float(np.mean(losses[-10:])) if losses else None}
 
 
 def _autocast(precision: str):

@@ -9,6 +9,8 @@ the tower after the first epoch; the projector always runs, because it trains.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -66,6 +68,9 @@ def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[tor
 
 
 @torch.no_grad()
+_SAMPLING = threading.Lock()
+
+
 def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_tokens: int, max_length: int,
              do_sample: bool = True, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
              repetition_penalty: float = 1.05, seed: int = 0) -> list[str]:
@@ -75,9 +80,10 @@ def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_toke
     ids = torch.tensor([head] * features.shape[0])
     mask = torch.ones_like(ids)
     base = base_model(model)
-    torch.manual_seed(seed)
-    out = base.generate(inputs_embeds=embed(model, ids, features), attention_mask=mask, max_new_tokens=max_new_tokens,
-                        do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
-                        repetition_penalty=repetition_penalty, eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-                        pad_token_id=tokenizer.pad_token_id)
+    with _SAMPLING:  # the seed is global: threads generating at once would draw from each other's stream
+        torch.manual_seed(seed)
+        out = base.generate(inputs_embeds=embed(model, ids, features), attention_mask=mask,
+                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                            top_k=top_k, repetition_penalty=repetition_penalty,
+                            eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=tokenizer.pad_token_id)
     return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]

@@ -14,20 +14,11 @@ import pytest
 
 from kocap.config import write_overrides
 
-from ..conftest import REPO, SMALL
+from ..conftest import SMALL
+from .projects import dvc, make_project, sh
 
 pytestmark = pytest.mark.slow
-QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=20", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
-
-
-def _sh(cmd, cwd, timeout=600):
-    bin_dir = str(Path(sys.executable).parent)  # `dvc repro` runs `kocap stage ...` from the venv
-    env = {**os.environ, "PREFECT_HOME": str(cwd / ".prefect"), "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+_sh, _dvc = sh, dvc
 
 
 def _kocap(cwd, *args):
@@ -36,24 +27,9 @@ def _kocap(cwd, *args):
     return summary, proc.stdout + proc.stderr
 
 
-def _dvc(cwd, *args):
-    return _sh([str(Path(sys.executable).parent / "dvc"), *args], cwd)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in ("kocap", "tasks", "flows"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    _sh(["git", "init", "-q"], root)
-    _dvc(root, "init", "-q")
-    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    write_overrides(root / "params.yaml", [f"data.sample.{k}={v}" for k, v in SMALL.items()] + QUICK_TRAINING)
-    _sh(["git", "add", "-A"], root)
-    _sh(["git", "-c", "user.email=test@kocap", "-c", "user.name=test", "commit", "-qm", "project"], root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def test_flow_then_dvc_agree(project):

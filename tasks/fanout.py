@@ -1,0 +1,66 @@
+"""Fan-out: the shards of frame extraction and of evaluation as Prefect tasks, on the task runner
+`ops.task_runner` names: threads here, or a Dask cluster (prefect-dask) for users who outgrow one
+machine. Each shard job is plain data and writes its own file; the stage task that follows only
+collects, so a fanned-out run and `dvc repro` produce the same outputs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from kocap import dvcops
+from kocap.config import OpsParams, load_config
+from kocap.data import frames
+from kocap.evaluate import stage as evaluate
+
+STAGES = {"frames": frames, "evaluate": evaluate}
+
+
+@task(name="frames-shard", retries=1)
+def frames_shard(job: dict) -> str:
+    return frames.run_job(job)
+
+
+@task(name="evaluate-shard", retries=1)
+def evaluate_shard(job: dict) -> str:
+    return evaluate.run_job(job)
+
+
+SHARD_TASKS = {"frames": frames_shard, "evaluate": evaluate_shard}
+
+
+def task_runner(ops: OpsParams, workers: int):
+    if ops.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if ops.dask_address:
+            return DaskTaskRunner(address=ops.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": ops.dask_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+@flow(name="shards")
+def run_shards(stage: str, jobs: list[dict]) -> list[str]:
+    """Every job as a task on this flow's task runner; fails if any shard fails."""
+    futures = SHARD_TASKS[stage].map(jobs)
+    return [f.result() for f in futures]
+
+
+def fan_out(stage: str, root: str) -> int:
+    """Run the stage's pending shards as tasks (when the stage must run at all); returns how many."""
+    project = Path(root)
+    if stage not in STAGES or not dvcops.changed(project, stage):
+        return 0
+    cfg = load_config(project / "params.yaml")
+    jobs = STAGES[stage].pending_shards(cfg, project)
+    if not jobs:
+        return 0
+    workers = cfg.frames.workers or os.cpu_count() or 1
+    runner = task_runner(cfg.ops, workers)
+    get_run_logger().info("%s: %d shard(s) on %s", stage, len(jobs), type(runner).__name__)
+    run_shards.with_options(name=f"{stage}-shards", task_runner=runner)(stage, jobs)
+    return len(jobs)
