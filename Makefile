@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kocap-installed
 
-# Offline-safe defaults (see shared notes, stack.md); the CLI sets the same ones.
+# Offline-safe defaults (see shared notes, stack.md); the CLI sets the same ones, and points MLflow at
+# mlflow.db, or at the `make ui` server while it runs.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -14,7 +15,6 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: install demo test test-fast clean ui ui-stop
 

@@ -100,7 +100,8 @@ def summary():
     _champion_sample(root)
     typer.echo("\nnext: `dvc status` (clean), `dvc repro` (nothing to do), `make demo` again (every stage Cached);")
     typer.echo("      `kocap caption VIDEO`, `kocap lineage`, `mlflow ui --backend-store-uri sqlite:///mlflow.db`;")
-    typer.echo("      `prefect server start` then `kocap run` to see the flow run in the Prefect UI (README).")
+    typer.echo("      `make ui` then `make demo`: the flow run in the Prefect UI, runs and models in the MLflow UI;")
+    typer.echo("      `kocap deploy`: scheduled retraining when new AI-Hub data lands (README, operations).")
 
 
 def _champion_sample(root: Path) -> None:

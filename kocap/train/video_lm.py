@@ -67,10 +67,10 @@ def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[tor
     return out.loss, int(mask.sum())
 
 
-@torch.no_grad()
 _SAMPLING = threading.Lock()
 
 
+@torch.no_grad()
 def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_tokens: int, max_length: int,
              do_sample: bool = True, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
              repetition_penalty: float = 1.05, seed: int = 0) -> list[str]:

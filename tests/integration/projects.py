@@ -22,6 +22,7 @@ def sh(cmd, cwd: Path, timeout: float = 600, env: dict | None = None) -> subproc
             "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
     full.pop("PREFECT_API_URL", None)
     full.update(env or {})
+    full = {k: v for k, v in full.items() if v is not None}  # None in `env` removes a variable
     proc = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

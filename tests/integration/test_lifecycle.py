@@ -29,17 +29,28 @@ def _kocap(cwd, *args):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("project"))
+    # frame and evaluation shards fan out as Prefect tasks on a local Dask cluster (prefect-dask)
+    return make_project(tmp_path_factory.mktemp("project"), ["ops.task_runner=dask"])
 
 
 def test_flow_then_dvc_agree(project):
-    summary, _ = _kocap(project)
+    summary, logs = _kocap(project)
+    assert "shard(s) on DaskTaskRunner" in logs and "evaluate-shard" in logs and "frames-shard" in logs
     assert all(summary[s]["ran"] is True for s in ("ingest", "validate", "frames", "assemble", "align", "finetune",
                                                    "evaluate", "register"))
     assert summary["pushed_files"] > 0
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     assert "didn't change" in _dvc(project, "repro").stdout
     assert any((project / ".dvc-remote").rglob("*")), "outputs reached the local DVC remote"
+
+
+def test_shards_fanned_out_on_dask_equal_a_plain_stage_run(project):
+    """Recompute frames and evaluation in one process, no cache: DVC finds the very same outputs."""
+    for derived in ("data/frames", ".kocap-cache"):
+        shutil.rmtree(project / derived)
+    for stage in ("frames", "evaluate"):
+        _sh([sys.executable, "-m", "kocap.cli", "stage", stage], project)
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}
 
 
 def _mlflow(project):

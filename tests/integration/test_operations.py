@@ -88,7 +88,7 @@ def ops(tmp_path_factory):
         stack.callback(lambda: [_stop(w) for w in workers])
         yield {"project": project, "served": served, "remote": remote, "servers": servers, "env": env, "tmp": tmp,
                "workers": workers}
-    sh([sys.executable, "-m", "kocap.cli", "ui", "stop"], project)
+    sh([sys.executable, "-m", "kocap.cli", "ui", "stop"], project)  # idempotent after the last test's stop
 
 
 def _worker(ops, pool: str, folder: Path, env: dict) -> subprocess.Popen:
@@ -186,3 +186,19 @@ def _kill_after_first_checkpoint(worker: subprocess.Popen, folder: Path, done: t
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
     done.set()
+
+
+def test_ui_stop_stops_both_servers(ops):
+    project, servers = ops["project"], ops["servers"]
+    assert "prefect" in sh([sys.executable, "-m", "kocap.cli", "ui", "status"], project).stdout
+    seen = sh([sys.executable, "-c", "import os, pathlib; from kocap.cli import setup_environment; "
+               "setup_environment(pathlib.Path.cwd()); print(os.environ['PREFECT_API_URL'], "
+               "os.environ['MLFLOW_TRACKING_URI'])"], project, env={"MLFLOW_TRACKING_URI": None}).stdout.split()
+    assert seen == [servers.prefect + "/api", servers.mlflow]  # `make demo` reports to the running UIs
+    for w in ops["workers"]:
+        _stop(w)
+    assert "stopped: prefect, mlflow" in sh([sys.executable, "-m", "kocap.cli", "ui", "stop"], project).stdout
+    for url in (servers.prefect + "/api/health", servers.mlflow + "/health"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)
+    assert not (project / ".kocap-ui/servers.json").exists()
