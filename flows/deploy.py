@@ -2,7 +2,8 @@
 
     lifecycle/kocap      on ops.work_pool; on demand, and on every `kocap.aihub.data-landed` event
     watch-aihub/kocap    on ops.work_pool; cron ops.watch_cron
-    finetune/POOL        on POOL (ops.finetune_pool); deploy it from the GPU worker's own clone
+    finetune/POOL        on POOL = ops.finetune_pool, else ops.work_pool; the lifecycle uses it once
+                         ops.finetune_pool names POOL (for a GPU pool, deploy it from the worker's clone)
 
     kocap deploy                                  # needs a Prefect server: `make ui` (PREFECT_API_URL)
     kocap deploy --only finetune --pool gpu-t4    # on the GPU machine
@@ -41,7 +42,7 @@ def ensure_pool(name: str, kind: str = "process") -> None:
 def deploy(root: Path, only: list[str] | None = None, pool: str | None = None) -> dict[str, str]:
     """Create the work pools and deployments; returns {deployment name: id}."""
     ops = load_config(root / "params.yaml").ops
-    wanted = only or ["lifecycle", "watch-aihub"] + (["finetune"] if ops.finetune_pool else [])
+    wanted = only or ["lifecycle", "watch-aihub", "finetune"]
     ids = {}
     for name in wanted:
         target_pool = (pool or ops.finetune_pool or ops.work_pool) if name == "finetune" else (pool or ops.work_pool)

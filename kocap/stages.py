@@ -79,7 +79,7 @@ STAGES: tuple[Stage, ...] = (
         run="kocap.data.validate:run",
         deps=("data/manifest.parquet", "data/images.parquet", "data/raw", "kocap/data/validate.py",
               "kocap/data/video.py"),
-        params=("validate", "frames.num_frames", "frames.short_clip"),
+        params=("validate",),
         outs=("data/validated", "data/rejects/validate.parquet", "reports/validate"),
         metrics=("reports/validate.json",),
     ),

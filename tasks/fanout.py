@@ -5,6 +5,7 @@ collects, so a fanned-out run and `dvc repro` produce the same outputs.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -13,20 +14,23 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from kocap import dvcops
 from kocap.config import OpsParams, load_config
-from kocap.data import frames
-from kocap.evaluate import stage as evaluate
 
-STAGES = {"frames": frames, "evaluate": evaluate}
+# imported when a shard runs: an up-to-date lifecycle never pays for torch and transformers
+STAGES = {"frames": "kocap.data.frames", "evaluate": "kocap.evaluate.stage"}
+
+
+def _stage(name: str):
+    return importlib.import_module(STAGES[name])
 
 
 @task(name="frames-shard", retries=1)
 def frames_shard(job: dict) -> str:
-    return frames.run_job(job)
+    return _stage("frames").run_job(job)
 
 
 @task(name="evaluate-shard", retries=1)
 def evaluate_shard(job: dict) -> str:
-    return evaluate.run_job(job)
+    return _stage("evaluate").run_job(job)
 
 
 SHARD_TASKS = {"frames": frames_shard, "evaluate": evaluate_shard}
@@ -56,7 +60,7 @@ def fan_out(stage: str, root: str) -> int:
     if stage not in STAGES or not dvcops.changed(project, stage):
         return 0
     cfg = load_config(project / "params.yaml")
-    jobs = STAGES[stage].pending_shards(cfg, project)
+    jobs = _stage(stage).pending_shards(cfg, project)
     if not jobs:
         return 0
     workers = cfg.frames.workers or os.cpu_count() or 1

@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +77,17 @@ def _captions(captioner: Captioner, features, cfg: Config, root: Path, val: pd.D
     return out
 
 
-def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int) -> Path:
-    """Keyed by the model files (path, size, mtime), the eval and model params and the clips."""
+def _model_stamps(root: Path) -> list:
+    """(path, size, mtime) of the model files: a retrained or reassembled model changes them."""
     files = [p for d in (root / BASE, root / FINETUNE / "adapter") if d.exists() for p in sorted(d.rglob("*"))
              if p.is_file()]
-    stamps = [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    blob = json.dumps([stamps, cfg.section("eval"), cfg.section("model"), val["sample_id"].tolist(), which, start],
-                      sort_keys=True, ensure_ascii=False)
+    return [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int) -> Path:
+    """Keyed by the model files, the eval and model params and the clips."""
+    blob = json.dumps([_model_stamps(root), cfg.section("eval"), cfg.section("model"), val["sample_id"].tolist(),
+                       which, start], sort_keys=True, ensure_ascii=False)
     return root / CACHE / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
 
@@ -100,13 +105,28 @@ def run_job(job: dict) -> str:
 
     root = Path(job["root"])
     cfg = load_config(root / "params.yaml")
-    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
+    captioner = _shared_captioner(root, cfg)
     val = training_rows(root, "val")
     rows = val.iloc[_order(cfg, len(val), job["which"])[job["start"] : job["start"] + SHARD]]
     features = FeatureStore(captioner.model, root).get(rows)
     path = _shard_path(cfg, root, val, job["which"], job["start"])
     write_json(path, captioner.caption_features(features, SHARD, cfg.eval.seed + job["start"]))
     return path.name
+
+
+_LOADED: dict = {}
+_LOADING = threading.Lock()
+
+
+def _shared_captioner(root: Path, cfg: Config) -> Captioner:
+    """One model per process for every shard job it runs. Loading is serialised: from_pretrained
+    patches torch globally (meta device) while it builds, so two threads loading at once break."""
+    key = json.dumps([str(root), cfg.section("model"), cfg.section("eval"), _model_stamps(root)], sort_keys=True)
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
+        return _LOADED[key]
 
 
 def score(refs, predictions, shuffled, baseline, primary: str) -> dict:

@@ -164,6 +164,19 @@ def test_a_second_run_in_the_same_workspace_stops_with_a_clear_message(project):
     assert (project / "dvc.lock").read_text(encoding="utf-8") == lock_before
 
 
+def test_two_runs_started_at_once_queue_and_leave_consistent_outputs(project):
+    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    env.pop("PREFECT_API_URL", None)
+    runs = [subprocess.Popen([sys.executable, "-m", "kocap.cli", "run", "--wait", "900", f"eval.seed={seed}"],
+                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for seed in (11, 12)]
+    outs = [r.communicate(timeout=1200) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    for out, _ in outs:  # each ran its own evaluation, one after the other
+        assert json.loads(out[out.index("{"): out.rindex("}") + 1])["evaluate"]["ran"] is True
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}  # outputs match the params that won last
+
+
 def test_outputs_restore_from_the_remote(project):
     shutil.rmtree(project / "data" / "raw")
     shutil.rmtree(project / ".dvc" / "cache")

@@ -111,7 +111,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_new_aihub_data_triggers_a_retrain_and_a_new_model_version(ops):
     project, servers, env = ops["project"], ops["servers"], ops["env"]
     deployed = sh([sys.executable, "-m", "kocap.cli", "deploy"], project, env=env).stdout
-    assert "lifecycle/kocap" in deployed and "watch-aihub/kocap" in deployed
+    assert "lifecycle/kocap" in deployed and "watch-aihub/kocap" in deployed and "finetune/local" in deployed
     (watch,) = [d for d in _api(f"{servers.prefect}/api/deployments/filter", {}) if d["name"] == "kocap"
                 and d["entrypoint"].startswith("flows/watch.py")]
     assert watch["schedules"][0]["schedule"]["cron"] == "0 3 * * *"  # ops.watch_cron

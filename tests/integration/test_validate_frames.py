@@ -116,11 +116,15 @@ def test_every_quarantine_reason_is_listed_and_the_rest_flows_on(project):
     assert all((project / "data/raw/bad" / f"{n}.mp4").exists() for n in BAD_VIDEOS)  # never deleted
 
 
-def test_short_clips_rejected_when_the_policy_says_so(project):
-    _add_bad_rows(project)
+def test_short_clips_rejected_by_frames_when_the_policy_says_so(project):
+    """Validation passes any decodable clip; the sampling policy (pad or reject) is the frames stage's."""
+    table = _add_bad_rows(project)
     validate.run(_cfg("validate.max_reject_frac=0.9", "frames.short_clip=reject"), project)
-    rejects = pd.read_parquet(project / validate.REJECTS)
-    assert "too few frames" in set(rejects[rejects.sample_id == "too_short"]["check"])
+    assert "too_short" in set(pd.read_parquet(project / validate.CLIPS_OUT)["sample_id"])
+    spec = frames.FrameSpec.from_config(_cfg("frames.short_clip=reject"))
+    index, rejects = frames.extract(table, "video_path", "clips", project, spec, shard_size=5, workers=1)
+    assert "too_short" not in set(index["sample_id"])
+    assert "too short: 3 frames, 8 needed" in {r["sample_id"]: r["reason"] for r in rejects}["too_short"]
 
 
 def test_the_gate_stops_too_many_rejects_and_empty_splits(project):

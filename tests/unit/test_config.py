@@ -10,7 +10,7 @@ from ..conftest import REPO
 def test_params_yaml_loads_with_every_section():
     cfg = load_config(REPO / "params.yaml")
     assert set(cfg.model_dump(by_alias=True)) == {"data", "validate", "frames", "model", "stage1", "stage2", "eval",
-                                                  "registry"}
+                                                  "registry", "ops"}
     assert cfg.data.source == "sample" and cfg.data.aihub.dataset_key == "71849"
 
 
