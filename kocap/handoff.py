@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import dvcops, stages
 from .registry.lineage import git_state
-from .train.tracking import EXPERIMENT
+from .train.tracking import EXPERIMENT, use_experiment
 
 HANDOFF_TAG = "kocap.handoff_id"
 
@@ -58,9 +58,7 @@ def publish(root: Path, name: str, handoff_id: str, details: dict | None = None)
 
     dvcops.push(root, [name])
     stage = stages.get(name)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
-    mlflow.set_experiment(EXPERIMENT)
+    use_experiment(root)
     with mlflow.start_run(run_name=f"{name}-handoff") as run:
         mlflow.set_tags({HANDOFF_TAG: handoff_id, "kocap.stage": f"{name}-handoff",
                          **{f"kocap.{k}": str(v) for k, v in (details or {}).items()}})

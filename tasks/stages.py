@@ -20,12 +20,19 @@ class DvcStageCache(CachePolicy):
         return dvcops.up_to_date_key(Path(inputs["root"]), inputs["name"])
 
 
+def _skipped(project: Path, name: str) -> dict | None:
+    """The task's result when DVC says the stage is up to date; None when it must run."""
+    if dvcops.changed(project, name):
+        return None
+    get_run_logger().info("%s is up to date (dvc.lock matches deps, params and outs): skipped", name)
+    return {"stage": name, "ran": False}
+
+
 def _run(name: str, root: str) -> dict:
     log = get_run_logger()
     project = Path(root)
-    if not dvcops.changed(project, name):
-        log.info("%s is up to date (dvc.lock matches deps, params and outs): skipped", name)
-        return {"stage": name, "ran": False}
+    if skipped := _skipped(project, name):
+        return skipped
     result = stages.run_stage(name, load_config(project / "params.yaml"), project, stages.RunEnv.from_environ())
     dvcops.commit(project, name)
     log.info("%s done; outputs committed to DVC", name)
@@ -55,9 +62,8 @@ def _on_pool(name: str, root: str) -> dict:
 
     log = get_run_logger()
     project = Path(root)
-    if not dvcops.changed(project, name):
-        log.info("%s is up to date: skipped", name)
-        return {"stage": name, "ran": False}
+    if skipped := _skipped(project, name):
+        return skipped
     ops = load_config(project / "params.yaml").ops
     handoff_id = f"{runtime.task_run.id}-{runtime.task_run.run_count}"
     req = {**handoff.request(project, name), "handoff_id": handoff_id}

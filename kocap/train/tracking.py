@@ -23,13 +23,20 @@ def flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-@contextlib.contextmanager
-def mlflow_run(cfg: Config, stage: str, root: Path):
+def use_experiment(root: Path) -> None:
+    """Make the kocap experiment current, creating it with its artifacts under the project's mlruns/."""
     import mlflow
 
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
     mlflow.set_experiment(EXPERIMENT)
+
+
+@contextlib.contextmanager
+def mlflow_run(cfg: Config, stage: str, root: Path):
+    import mlflow
+
+    use_experiment(root)
     with mlflow.start_run(run_name=stage) as run:
         mlflow.set_tag("kocap.stage", stage)
         params = flat(cfg.model_dump(by_alias=True, mode="json"))
