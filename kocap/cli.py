@@ -5,6 +5,7 @@
     kocap aihub list | tree KEY | download KEY --out DIR | emulate ROOT
     kocap sample ROOT                  write the embedded AI-Hub-shaped sample
     kocap dvc-yaml                     print dvc.yaml as generated from the stage table
+    kocap micro-preset                 write the micro production-format tower + Qwen3 (real tokenizer)
     kocap ui start | stop | status     the Prefect and MLflow servers (`make ui`)
     kocap deploy [--only NAME]         lifecycle, watch-aihub (and finetune) deployments
     kocap watch                        look for new AI-Hub data once (what watch-aihub runs)
@@ -145,6 +146,15 @@ def dvc_yaml():
     from .stages import dvc_yaml as render
 
     sys.stdout.write(render())
+
+
+@app.command("micro-preset")
+def micro_preset(out: Path = typer.Option(Path("models/micro"), help="where model.presets.micro points")):
+    """Write the micro CLIP tower and Qwen3 LLM (Qwen's real tokenizer) as Hugging Face folders, offline."""
+    from .model.micro import build_micro
+
+    for part, folder in build_micro(out).items():
+        typer.echo(f"{part}: {folder}")
 
 
 @app.command()

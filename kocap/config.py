@@ -76,11 +76,24 @@ class FramesParams(_Section):
     shard_size: int = Field(32, ge=1)   # clips per shard: the unit of parallel work and of resume
 
 
+class TrainDefaults(_Section):
+    """What a training stage takes from the preset unless params.yaml sets it (null = the preset's)."""
+
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(1, ge=1)      # micro-batches per optimizer step
+    lora_r: int | None = Field(None, ge=1)     # stage 2 only
+    lora_alpha: int | None = Field(None, ge=1)
+
+
 class Preset(_Section):
     vision: str          # hub id or local folder of the CLIP tower ("tiny": built from config)
     llm: str             # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
     image_size: int      # the tower's input size: frames are stored at this size
     patch_size: int
+    stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
+    stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
+    eval_batch_size: int = Field(16, ge=1)  # clips per generation batch: what fits beside the KV cache
 
 
 class TinyLMParams(_Section):
@@ -98,8 +111,13 @@ class ModelParams(_Section):
     preset: str = "tiny"
     presets: dict[str, Preset] = {
         "tiny": Preset(vision="tiny", llm="tiny", image_size=64, patch_size=8),
-        "qwen3-8b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-8B", image_size=336, patch_size=14),
-        "qwen3-4b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-4B", image_size=336, patch_size=14),
+        "qwen3-8b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-8B", image_size=336, patch_size=14,
+                           stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
+                           stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+                           eval_batch_size=8),
+        "qwen3-4b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-4B", image_size=336, patch_size=14,
+                           stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
+                           stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32)),
     }
     prompt: str = "이 영상을 한국어로 상세히 묘사해주세요."
     max_length: int = 2048
@@ -117,30 +135,38 @@ class ModelParams(_Section):
         return self.presets[self.preset]
 
 
+Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: bf16 on sm_80+, fp16 + loss scaling on a T4, fp32 on CPU
+
+
 class Stage1Params(_Section):
-    epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 8
+    epochs: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0)            # null: the preset's (model.presets.NAME.stage1)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
     include_videos: bool = True     # also align on the video captions (cached features)
-    checkpoint_every: int = 50
+    max_length: int = Field(3584, ge=1)  # AnyRes images take up to 2,928 <image> positions at 336 px
+    checkpoint_every: int = Field(50, ge=1)
+    precision: Precision = "auto"
     seed: int = 0
 
 
 class Stage2Params(_Section):
-    epochs: int = 6
-    lr: float = 1e-3
-    batch_size: int = 8
-    lora_r: int = 64
-    lora_alpha: int = 64
-    checkpoint_every: int = 50
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16 where supported, fp16 on a T4, fp32 on CPU
+    epochs: int = Field(6, ge=1)
+    lr: float | None = Field(None, gt=0)            # null: the preset's (model.presets.NAME.stage2)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
+    lora_r: int | None = Field(None, ge=1)
+    lora_alpha: int | None = Field(None, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    precision: Precision = "auto"
     gradient_checkpointing: bool = True                        # on GPU
     seed: int = 0
 
 
 class EvalParams(_Section):
     primary_metric: Literal["cider", "bleu_4", "meteor", "rouge_l"] = "cider"
-    max_new_tokens: int = 256
+    max_new_tokens: int | Literal["auto"] = "auto"  # auto: the longest training caption in tokens, +25% + 16
+    batch_size: int | None = Field(None, ge=1)      # null: the preset's eval_batch_size
     do_sample: bool = True          # Qwen3 card, non-thinking mode: sample, do not decode greedily
     temperature: float = 0.7
     top_p: float = 0.8
@@ -180,6 +206,21 @@ class Config(_Section):
     ops: OpsParams = OpsParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _preset_training_defaults(self):
+        """Fill what stage1/stage2 leave null from the chosen preset: a preset carries its own lr, batch,
+        accumulation and LoRA size, so switching preset never runs an 8B model with the tiny one's."""
+        chosen = self.model.chosen
+        for stage, defaults in ((self.stage1, chosen.stage1), (self.stage2, chosen.stage2)):
+            for key, value in defaults.model_dump().items():
+                if key in type(stage).model_fields and getattr(stage, key) is None:
+                    setattr(stage, key, value)
+        if self.eval.batch_size is None:
+            self.eval.batch_size = chosen.eval_batch_size
+        if self.stage2.lora_r is None or self.stage2.lora_alpha is None:
+            raise ValueError(f"stage2.lora_r/lora_alpha: set them or give preset {self.model.preset!r} stage2 defaults")
+        return self
 
     def section(self, name: str) -> dict:
         """A params section as plain data, keyed as in params.yaml."""

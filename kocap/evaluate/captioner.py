@@ -2,10 +2,14 @@
 
     cap = Captioner.load(base_dir, adapter_dir, cfg)
     cap.caption_frames(np.stack([cap.frames(p) for p in paths]))   # same frames, prompt and template as training
+
+On a GPU it runs in the precision training used there (fp16 on a T4, bf16 on sm_80+), batched by
+`eval.batch_size` (the preset's, sized to fit beside the KV cache).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,16 @@ import torch
 
 from ..config import Config
 from ..data.frames import FrameSpec, load_clip
-from ..model.text import load_tokenizer
+from ..model import runtime
+from ..model.text import answer, load_tokenizer
 from ..train.video_lm import generate, pooled_features
+
+
+def generation_budget(tokenizer, captions: list[str]) -> int:
+    """New tokens for `eval.max_new_tokens: auto`: the longest training caption (with its end-of-turn
+    token) plus a quarter and 16, so a caption as long as the data's is never cut."""
+    longest = max((len(tokenizer(answer(c), add_special_tokens=False)["input_ids"]) for c in captions), default=0)
+    return math.ceil(longest * 1.25) + 16
 
 
 @dataclass
@@ -22,27 +34,32 @@ class Captioner:
     model: object
     tokenizer: object
     cfg: Config
+    max_new_tokens: int = 256
+    cut: list[bool] = field(default_factory=list)  # per caption made so far: cut by the budget
 
     @classmethod
-    def load(cls, base_dir: Path, adapter_dir: Path, cfg: Config) -> "Captioner":
+    def load(cls, base_dir: Path, adapter_dir: Path, cfg: Config, max_new_tokens: int | None = None) -> "Captioner":
         from peft import PeftModel
-        from transformers import LlavaNextVideoForConditionalGeneration
 
-        from ..model.build import quantization_config
+        from ..model.build import load_base
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        base = LlavaNextVideoForConditionalGeneration.from_pretrained(
-            base_dir, quantization_config=quantization_config(), device_map={"": device}, dtype=torch.float32)
+        dev = runtime.device()
+        base = load_base(base_dir, runtime.precision("auto", dev), dev)
         model = PeftModel.from_pretrained(base, adapter_dir).eval()
-        return cls(model, load_tokenizer(str(base_dir)), cfg)
+        budget = max_new_tokens or cfg.eval.max_new_tokens
+        if budget == "auto":
+            raise ValueError("eval.max_new_tokens is 'auto': pass the resolved budget (generation_budget)")
+        return cls(model, load_tokenizer(str(base_dir)), cfg, int(budget))
 
-    def caption_features(self, features: torch.Tensor, batch_size: int = 16, seed: int = 0) -> list[str]:
-        e, out = self.cfg.eval, []
-        for i in range(0, len(features), batch_size):
-            out += generate(self.model, self.tokenizer, features[i : i + batch_size], self.cfg.model.prompt,
-                            e.max_new_tokens, self.cfg.model.max_length, do_sample=e.do_sample,
-                            temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
-                            repetition_penalty=e.repetition_penalty, seed=seed + i)
+    def caption_features(self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0) -> list[str]:
+        e, out, size = self.cfg.eval, [], batch_size or self.cfg.eval.batch_size
+        for i in range(0, len(features), size):
+            texts, cut = generate(self.model, self.tokenizer, features[i : i + size], self.cfg.model.prompt,
+                                  self.max_new_tokens, self.cfg.model.max_length, do_sample=e.do_sample,
+                                  temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                                  repetition_penalty=e.repetition_penalty, seed=seed + i)
+            out += texts
+            self.cut += cut
         return out
 
     def frames(self, path: Path) -> np.ndarray:

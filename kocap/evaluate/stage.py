@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -31,25 +32,31 @@ from ..train.assemble import OUT as BASE
 from ..train.features import FeatureStore
 from ..train.finetune import OUT as FINETUNE, training_rows
 from ..train.tracking import mlflow_run
-from .captioner import Captioner
+from ..model.text import load_tokenizer
+from .captioner import Captioner, generation_budget
 from .metrics import caption_metrics, diversity, most_frequent_caption
 
+log = logging.getLogger(__name__)
 SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
-CACHE = ".kocap-cache/eval"
+CACHE = ".kocap-cache/eval-v2"  # v2: shards hold captions and cut-by-budget flags
 METRICS = "reports/metrics.json"
 PREDICTIONS = "reports/predictions.parquet"
 HTML = "reports/eval.html"
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
-    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
+    budget = resolved_budget(cfg, root)
+    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg, budget)
     val, train = training_rows(root, "val"), training_rows(root, "train")
     features = FeatureStore(captioner.model, root).get(val)
-    predictions = _captions(captioner, features, cfg, root, val, "model")
-    shuffled = _captions(captioner, features, cfg, root, val, "shuffled")
+    predictions, cut = _captions(captioner, features, cfg, root, val, "model", budget)
+    shuffled, _ = _captions(captioner, features, cfg, root, val, "shuffled", budget)
     refs = [[c] for c in val["caption_ko"]]
     baseline = [most_frequent_caption(train["caption_ko"].tolist())] * len(val)
-    metrics = score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric)
+    metrics = {**score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric),
+               "max_new_tokens": budget, "cut_by_budget": int(sum(cut)), "cut_share": sum(cut) / max(1, len(cut))}
+    if sum(cut):
+        log.warning("%d of %d captions were cut by the generation budget (%d new tokens)", sum(cut), len(cut), budget)
     table = val[["sample_id", "caption_ko"]].rename(columns={"caption_ko": "reference"}).assign(
         prediction=predictions, prediction_shuffled_video=shuffled)
     write_json(root / METRICS, metrics)
@@ -64,17 +71,31 @@ def _order(cfg: Config, n: int, which: str) -> np.ndarray:
     return np.random.default_rng(cfg.eval.seed).permutation(n) if which == "shuffled" else np.arange(n)
 
 
-def _captions(captioner: Captioner, features, cfg: Config, root: Path, val: pd.DataFrame, which: str) -> list[str]:
-    order, out = _order(cfg, len(val), which), []
+def resolved_budget(cfg: Config, root: Path) -> int:
+    """eval.max_new_tokens, with `auto` resolved from the training captions (see generation_budget)."""
+    if cfg.eval.max_new_tokens != "auto":
+        return int(cfg.eval.max_new_tokens)
+    tokenizer = load_tokenizer(str(root / BASE))
+    return generation_budget(tokenizer, training_rows(root, "train")["caption_ko"].tolist())
+
+
+def _captions(captioner: Captioner, features, cfg: Config, root: Path, val: pd.DataFrame, which: str,
+              budget: int) -> tuple[list[str], list[bool]]:
+    """Captions and cut-by-budget flags, shard by shard, from the cache where a shard was made already."""
+    order, out, cut = _order(cfg, len(val), which), [], []
     for start in range(0, len(val), SHARD):
-        path = _shard_path(cfg, root, val, which, start)
-        if path.exists():
-            out += json.loads(path.read_text(encoding="utf-8"))
-            continue
-        captions = captioner.caption_features(features[order[start : start + SHARD]], SHARD, cfg.eval.seed + start)
-        write_json(path, captions)
-        out += captions
-    return out
+        path = _shard_path(cfg, root, val, which, start, budget)
+        if not path.exists():
+            _make_shard(captioner, features[order[start : start + SHARD]], cfg, start, path)
+        shard = json.loads(path.read_text(encoding="utf-8"))
+        out, cut = out + shard["captions"], cut + shard["cut"]
+    return out, cut
+
+
+def _make_shard(captioner: Captioner, features, cfg: Config, start: int, path: Path) -> None:
+    made = len(captioner.cut)
+    captions = captioner.caption_features(features, seed=cfg.eval.seed + start)
+    write_json(path, {"captions": captions, "cut": captioner.cut[made:]})
 
 
 def _model_stamps(root: Path) -> list:
@@ -84,19 +105,19 @@ def _model_stamps(root: Path) -> list:
     return [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int) -> Path:
-    """Keyed by the model files, the eval and model params and the clips."""
+def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int, budget: int) -> Path:
+    """Keyed by the model files, the eval and model params, the resolved budget and the clips."""
     blob = json.dumps([_model_stamps(root), cfg.section("eval"), cfg.section("model"), val["sample_id"].tolist(),
-                       which, start], sort_keys=True, ensure_ascii=False)
+                       which, start, budget], sort_keys=True, ensure_ascii=False)
     return root / CACHE / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
 
 def pending_shards(cfg: Config, root: Path) -> list[dict]:
     """Caption shards not made yet, as plain jobs for `run_job` on any executor."""
-    val = training_rows(root, "val")
-    return [{"root": str(root), "which": which, "start": start}
+    val, budget = training_rows(root, "val"), resolved_budget(cfg, root)
+    return [{"root": str(root), "which": which, "start": start, "budget": budget}
             for which in ("model", "shuffled") for start in range(0, len(val), SHARD)
-            if not _shard_path(cfg, root, val, which, start).exists()]
+            if not _shard_path(cfg, root, val, which, start, budget).exists()]
 
 
 def run_job(job: dict) -> str:
@@ -105,12 +126,13 @@ def run_job(job: dict) -> str:
 
     root = Path(job["root"])
     cfg = load_config(root / "params.yaml")
-    captioner = _shared_captioner(root, cfg)
+    captioner = _shared_captioner(root, cfg, job["budget"])
     val = training_rows(root, "val")
     rows = val.iloc[_order(cfg, len(val), job["which"])[job["start"] : job["start"] + SHARD]]
     features = FeatureStore(captioner.model, root).get(rows)
-    path = _shard_path(cfg, root, val, job["which"], job["start"])
-    write_json(path, captioner.caption_features(features, SHARD, cfg.eval.seed + job["start"]))
+    path = _shard_path(cfg, root, val, job["which"], job["start"], job["budget"])
+    with _LOADING:  # one model per process: its shards take turns (and its cut list stays theirs)
+        _make_shard(captioner, features, cfg, job["start"], path)
     return path.name
 
 
@@ -118,14 +140,15 @@ _LOADED: dict = {}
 _LOADING = threading.Lock()
 
 
-def _shared_captioner(root: Path, cfg: Config) -> Captioner:
+def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
     """One model per process for every shard job it runs. Loading is serialised: from_pretrained
     patches torch globally (meta device) while it builds, so two threads loading at once break."""
-    key = json.dumps([str(root), cfg.section("model"), cfg.section("eval"), _model_stamps(root)], sort_keys=True)
+    key = json.dumps([str(root), cfg.section("model"), cfg.section("eval"), _model_stamps(root), budget],
+                     sort_keys=True)
     with _LOADING:
         if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[key] = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg)
+            _LOADED[key] = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg, budget)
         return _LOADED[key]
 
 

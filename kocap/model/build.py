@@ -1,17 +1,21 @@
 """Assembling LLaVA-NeXT-Video with a Qwen3 LLM, and preparing it for QLoRA.
 
     model = assemble(vision, llm, tokenizer, num_frames)      # pretrained tower + LLM, fresh projector
-    model = load_qlora(base_dir, lora_r=16, lora_alpha=32)    # 4-bit LLM, LoRA on the LLM only
+    model = load_qlora(base_dir, lora_r=16, lora_alpha=32, prec="fp16", device="cuda")  # 4-bit LLM, LoRA
 
 Traps handled here (shared/notes/model.md and checks on transformers 5.24):
 - `llm_int8_skip_modules` must name full module paths (`model.vision_tower`); the short names of
   older releases no longer match, and the tower and projector would be quantized.
 - LoRA targets the language model by regex; `"all-linear"` or `["q_proj", ...]` would also hit CLIP.
+- Memory on a T4: what is not quantized (tower, embeddings, head) is stored in the compute dtype
+  (fp16 on a T4: 9.5 -> 6.6 GiB of weights for qwen3-8b), while what trains (LoRA, projector) is
+  kept in fp32 so small updates are not rounded away.
 - On CPU, an eval-mode forward repacks bnb 4-bit weights and LoRA gradients silently vanish:
   `support_avx512bf16_for_cpu` is turned off on every 4-bit layer.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,6 +23,7 @@ from transformers import (BitsAndBytesConfig, CLIPVisionConfig, CLIPVisionModel,
                           Qwen3Config, Qwen3ForCausalLM)
 
 from .presets import llava_config
+from .runtime import dtype
 from .text import IMAGE, VIDEO
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -50,6 +55,107 @@ def assemble(vision: CLIPVisionModel, llm: Qwen3ForCausalLM, tokenizer, num_fram
     return model
 
 
+SHARD_BYTES = 2 * 2**30  # output shard size: bounds host RAM while assembling
+
+
+def assemble_to_folder(vision_src: str, llm_src: str, tokenizer, num_frames: int, out: Path, seed: int = 0) -> int:
+    """Write the base checkpoint of a pretrained tower + LLM to `out` without building the model:
+    the LLM's tensors stream from its safetensors shards into ours under the LLaVA names, so host
+    RAM holds one output shard (2 GiB) and the tower, never the LLM (qwen3-8b in memory twice was ~34 GB).
+    The projector and `image_newline` are fresh (seeded). Returns the parameter count."""
+    from transformers import AutoConfig
+
+    vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
+    text = AutoConfig.from_pretrained(llm_src)
+    ids = tokenizer.convert_tokens_to_ids([VIDEO, IMAGE])
+    if len(tokenizer) > text.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows")
+    cfg = llava_config(vision.config, text, *ids, num_frames)
+    with torch.device("meta"):
+        skeleton = LlavaNextVideoForConditionalGeneration(cfg)
+    expected = set(skeleton.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out)
+    for name, tensor in _fresh_parts(skeleton, cfg, seed).items():
+        writer.add(name, tensor)
+    for name, tensor in vision.state_dict().items():
+        writer.add(f"model.vision_tower.{name}", tensor)
+    for name, tensor in _llm_tensors(Path(_local(llm_src))):
+        writer.add(name, tensor)
+    writer.close()
+    if set(writer.index) != expected:
+        raise ValueError(f"assembled checkpoint does not match the model: missing {sorted(expected - set(writer.index))[:5]}"
+                         f", unexpected {sorted(set(writer.index) - expected)[:5]}")
+    cfg.save_pretrained(out)
+    return sum(p.numel() for p in skeleton.parameters())
+
+
+def _local(source: str) -> str:
+    """A local folder for a hub id (from the Hugging Face cache; offline it must be there) or a folder."""
+    if Path(source).is_dir():
+        return source
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
+
+
+def _llm_tensors(folder: Path):
+    """(LLaVA name, tensor) for every tensor of a causal LM's safetensors, one at a time."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {folder}: the LLM must be stored as safetensors")
+    for file in files:
+        with safe_open(file, "pt") as f:
+            for key in f.keys():
+                if key.startswith("model."):
+                    yield f"model.language_model.{key[len('model.'):]}", f.get_tensor(key)
+                elif key == "lm_head.weight":
+                    yield key, f.get_tensor(key)
+                else:
+                    raise ValueError(f"unexpected tensor {key!r} in {file}: not a Qwen3 causal LM checkpoint")
+
+
+def _fresh_parts(skeleton, cfg, seed: int) -> dict[str, torch.Tensor]:
+    """A freshly initialised projector and image_newline, as transformers initialises them."""
+    gen = torch.Generator().manual_seed(seed)
+    std, parts = cfg.text_config.initializer_range, {}
+    for name, p in skeleton.model.multi_modal_projector.named_parameters():
+        value = torch.zeros(p.shape) if name.endswith("bias") else torch.randn(p.shape, generator=gen) * std
+        parts[f"model.multi_modal_projector.{name}"] = value
+    hidden = cfg.text_config.hidden_size
+    parts["model.image_newline"] = torch.randn(hidden, generator=gen) / hidden**0.5
+    return parts
+
+
+class _ShardWriter:
+    """Tensors into model-NNNNN.safetensors files of at most SHARD_BYTES, plus the index."""
+
+    def __init__(self, out: Path):
+        self.out, self.index, self.pending, self.size, self.total = out, {}, {}, 0, 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self.pending and self.size + nbytes > SHARD_BYTES:
+            self.flush()
+        self.pending[name], self.size, self.total = tensor.contiguous(), self.size + nbytes, self.total + nbytes
+
+    def flush(self) -> None:
+        from safetensors.torch import save_file
+
+        file = f"model-{len(set(self.index.values())) + 1:05d}.safetensors"
+        save_file(self.pending, self.out / file, metadata={"format": "pt"})
+        self.index.update({name: file for name in self.pending})
+        self.pending, self.size = {}, 0
+
+    def close(self) -> None:
+        if self.pending:
+            self.flush()
+        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(self.index.items()))}
+        (self.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+
+
 def load_pretrained_parts(vision_id: str, llm_id: str, dtype=torch.float16) -> tuple[CLIPVisionModel, Qwen3ForCausalLM]:
     """The production tower and LLM from hub ids or local folders (nothing is downloaded here at test time)."""
     from transformers import AutoModelForCausalLM
@@ -63,19 +169,40 @@ def quantization_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:
                               bnb_4bit_use_double_quant=True, llm_int8_skip_modules=NOT_QUANTIZED)
 
 
-def load_qlora(base_dir: Path, lora_r: int, lora_alpha: int, compute_dtype=torch.float32, device: str = "cpu"):
+def load_base(base_dir: Path, prec: str = "fp32", device: str = "cpu", quantize: bool = True):
+    """The saved base model on `device`: the LLM's linears in 4-bit nf4 (with `quantize`) computing in
+    `prec`, everything else stored in `prec`'s dtype."""
+    dt = dtype(prec)
+    extra = {"quantization_config": quantization_config(dt)} if quantize else {}
+    model = LlavaNextVideoForConditionalGeneration.from_pretrained(base_dir, device_map={"": device}, dtype=dt, **extra)
+    _keep_cpu_lora_grads(model)
+    return model
+
+
+def train_in_fp32(model) -> None:
+    """Trainable weights (LoRA, projector) in fp32 whatever the storage dtype: fp16 would round small updates away."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def load_qlora(base_dir: Path, lora_r: int, lora_alpha: int, prec: str = "fp32", device: str = "cpu"):
     """The saved base model with its LLM in 4-bit nf4, LoRA on the LLM's linears, the projector
     trainable (modules_to_save), the tower frozen and not quantized, the head not quantized."""
-    import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
 
-    model = LlavaNextVideoForConditionalGeneration.from_pretrained(
-        base_dir, quantization_config=quantization_config(compute_dtype), device_map={"": device},
-        dtype=torch.float32)
+    model = load_base(base_dir, prec, device)
     lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                       modules_to_save=["multi_modal_projector"])
     model = get_peft_model(model, lora)
+    _keep_cpu_lora_grads(model)
+    train_in_fp32(model)
+    return model
+
+
+def _keep_cpu_lora_grads(model) -> None:
+    import bitsandbytes as bnb
+
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False  # keep LoRA gradients exact after eval-mode passes
-    return model

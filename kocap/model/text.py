@@ -76,10 +76,11 @@ def train_tiny_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000):
 
 def load_tokenizer(source: str):
     """A saved tokenizer (tiny) or Qwen's from the hub / a folder, with `<video>` and `<image>` added."""
+    from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(source)
     missing = [t for t in (VIDEO, IMAGE) if t not in tok.get_vocab()]
-    if missing:
-        tok.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+    if missing:  # add_tokens: the special-tokens keywords changed between transformers 4 and 5
+        tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     return tok

@@ -41,7 +41,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         for name, path in DATASETS.items():
             mlflow.log_input(_dataset(root, name, path, hashes.get(path, "unknown")), context="training")
         config = Path(tmp) / "config.json"
-        config.write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
+        config.write_text(served_config(cfg, metrics).model_dump_json(by_alias=True), encoding="utf-8")
         from . import pyfunc_model
 
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,
@@ -59,6 +59,13 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     report = {"model": name, "version": int(version), "promoted": promote, "reasons": reasons}
     write_json(root / REPORT, report)
     return report
+
+
+def served_config(cfg: Config, metrics: dict) -> Config:
+    """The config the served model captions with: the generation budget evaluation resolved (`auto`)."""
+    served = cfg.model_copy(deep=True)
+    served.eval.max_new_tokens = int(metrics["max_new_tokens"])
+    return served
 
 
 def _dataset(root: Path, name: str, path: str, digest: str):

@@ -8,27 +8,30 @@ Data: the Korean image-caption set through the model's image (AnyRes) path, plus
 """
 from __future__ import annotations
 
-import math
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from transformers import LlavaNextVideoForConditionalGeneration
-
 from ..config import Config
 from ..data.validate import IMAGES_OUT
 from ..io import write_json
 from ..model.presets import image_tokens
 from ..model.preprocess import anyres
-from ..model.text import IMAGE, encode, load_tokenizer
+from ..model import runtime
+from ..model.build import load_base, train_in_fp32
+from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
 from .assemble import OUT as BASE
 from .features import FeatureStore
 from .finetune import encode_rows, training_rows
-from .loop import LoopSpec, run_signature
+from .loop import EpochSchedule, LoopSpec, run_signature, weight_files
 from .tracking import train_tracked
+from .video_lm import answer_loss
 from .video_lm import loss as video_loss
+
+log = logging.getLogger(__name__)
 
 OUT = "models/align"
 REPORT = "reports/align.json"
@@ -37,34 +40,35 @@ PLOT = "reports/align_loss.png"
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.stage1
+    dev = runtime.device()
+    prec = runtime.precision(s.precision, dev)
     tokenizer = load_tokenizer(str(root / BASE))
-    model = LlavaNextVideoForConditionalGeneration.from_pretrained(root / BASE, dtype=torch.float32)
-    for name, p in model.named_parameters():
-        p.requires_grad_(".multi_modal_projector." in name)
-    items = image_items(cfg, root, tokenizer, model)
+    model = load_frozen(root / BASE, prec, dev)
+    items, dropped = image_items(cfg, root, tokenizer, model)
     store = videos = None
     if s.include_videos:
         rows = training_rows(root)
         store = FeatureStore(model, root)
         store.warm(rows)
-        encoded, rows, _ = encode_rows(rows, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+        encoded, rows, dropped_videos = encode_rows(rows, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+        dropped += dropped_videos
         videos = (encoded, rows)
         items += [("video", i) for i in range(len(rows))]
-    per_epoch = math.ceil(len(items) / s.batch_size)
-    spec = LoopSpec(steps=per_epoch * s.epochs, lr=s.lr, checkpoint_every=s.checkpoint_every,
-                    checkpoint_dir=root / OUT / "checkpoints", signature=run_signature(cfg.section("stage1"), cfg.section("model"), len(items),
-                                                  files=(root / BASE / "model.safetensors",)))
+    schedule = EpochSchedule(len(items), s.batch_size, s.epochs, s.seed)
+    spec = LoopSpec(steps=-(-schedule.micro_batches // s.grad_accum), lr=s.lr, checkpoint_every=s.checkpoint_every,
+                    checkpoint_dir=root / OUT / "checkpoints", precision=prec, accum=s.grad_accum,
+                    micro_batches=schedule.micro_batches, device=dev,
+                    signature=run_signature(cfg.section("stage1"), cfg.section("model"), len(items),
+                                            files=weight_files(root / BASE)))
 
-    def batch(step: int):
-        epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([s.seed, epoch]).permutation(len(items))
-        chosen = [items[i] for i in order[pos * s.batch_size : (pos + 1) * s.batch_size]]
+    def batch(micro: int):
+        chosen = [items[i] for i in schedule.indices(micro)]
         losses, tokens = [], 0
         for kind, payload in chosen:
             if kind == "image":
-                ids, labels, pixels, size = payload
-                out = model(input_ids=ids, pixel_values=pixels, image_sizes=size, labels=labels)
-                losses.append(out.loss)
+                ids, labels, pixels, size = (t.to(dev) for t in payload)
+                losses.append(answer_loss(model, labels, input_ids=ids, pixel_values=pixels.to(model.dtype),
+                                          image_sizes=size))
                 tokens += ids.shape[1]
             else:
                 enc, rows = videos
@@ -75,30 +79,52 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 
     def save():
         (root / OUT).mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()},
-                  root / OUT / "projector.safetensors")
+        state = model.model.multi_modal_projector.state_dict()
+        save_file({k: v.float().contiguous() for k, v in state.items()}, root / OUT / "projector.safetensors")
 
     result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save)
-    report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items)}
+    report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items),
+              "dropped_too_long": dropped, "precision": prec, "device": dev}
     write_json(root / REPORT, report)
     return report
 
 
-def image_items(cfg: Config, root: Path, tokenizer, model) -> list:
-    """(ids, labels, AnyRes pixels, size) per stage-1 image, `<image>` expanded to what the model consumes."""
+def load_frozen(base_dir: Path, prec: str, dev: str):
+    """The base model with only the projector trainable (in fp32). On a GPU the frozen LLM is 4-bit nf4
+    (a T4 holds neither an 8B LLM in fp16 nor its activations otherwise) with gradient checkpointing:
+    the projector sits at the input, so its gradient flows back through every LLM layer."""
+    model = load_base(base_dir, prec, dev, quantize=dev == "cuda")
+    for name, p in model.named_parameters():
+        p.requires_grad_(".multi_modal_projector." in name)
+    train_in_fp32(model)
+    if dev == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
+    """(ids, labels, AnyRes pixels, size) per stage-1 image, `<image>` expanded to what the model consumes;
+    an image over `stage1.max_length` follows `model.too_long` (an error naming it, or a counted drop)."""
     from PIL import Image
 
     table = pd.read_parquet(root / IMAGES_OUT)
     size = model.config.vision_config.image_size
-    items = []
+    items, dropped = [], 0
     for _, row in table.iterrows():
         with Image.open(root / row["image_path"]) as im:
             img = np.asarray(im.convert("RGB"))
         h, w = img.shape[:2]
-        enc = encode(tokenizer, cfg.model.prompt, row["caption_ko"], image_tokens(model.config, h, w),
-                     cfg.model.max_length, row["sample_id"], media=IMAGE)
+        try:
+            enc = encode(tokenizer, cfg.model.prompt, row["caption_ko"], image_tokens(model.config, h, w),
+                         cfg.stage1.max_length, row["sample_id"], media=IMAGE)
+        except SampleTooLong:
+            if cfg.model.too_long == "error":
+                raise
+            dropped += 1
+            continue
         items.append(("image", (torch.tensor([enc.input_ids]), torch.tensor([enc.labels]),
                                 torch.from_numpy(anyres(img, size))[None], torch.tensor([[h, w]]))))
-    return items
-
-
+    if dropped:
+        log.warning("%d image(s) longer than stage1.max_length=%d dropped (never truncated)", dropped,
+                    cfg.stage1.max_length)
+    return items, dropped

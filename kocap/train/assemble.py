@@ -21,7 +21,7 @@ from transformers import CLIPVisionModel, Qwen3ForCausalLM
 from ..config import Config
 from ..data.validate import CLIPS_OUT, IMAGES_OUT
 from ..io import write_json
-from ..model.build import assemble, load_pretrained_parts, tiny_text_config, tiny_vision_config
+from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ REPORT = "reports/assemble.json"
 def run(cfg: Config, root: Path, env=None) -> dict:
     preset, out = cfg.model.chosen, root / OUT
     shutil.rmtree(out, ignore_errors=True)
+    lm_loss = None
     if preset.llm == "tiny":
         texts = corpus(root)
         tokenizer = train_tiny_tokenizer(texts + [user_turn(cfg.model.prompt)], out / "tokenizer",
@@ -39,18 +40,31 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         torch.manual_seed(cfg.model.tiny_lm.seed)
         vision = CLIPVisionModel(tiny_vision_config(preset.image_size, preset.patch_size))  # random, frozen
         llm, lm_loss = pretrain_tiny_lm(tokenizer, texts, cfg)
-    else:
-        tokenizer = load_tokenizer(preset.llm)
-        vision, llm = load_pretrained_parts(preset.vision, preset.llm)
-        lm_loss = None
-    model = assemble(vision, llm, tokenizer, cfg.frames.num_frames)
-    model.save_pretrained(out)
+        model = assemble(vision, llm, tokenizer, cfg.frames.num_frames)
+        model.save_pretrained(out)
+        shutil.rmtree(out / "tokenizer", ignore_errors=True)
+        params = sum(p.numel() for p in model.parameters())
+    else:  # streamed shard by shard: host RAM stays far below the LLM's size
+        tokenizer = load_tokenizer(source(root, preset.llm))
+        params = assemble_to_folder(source(root, preset.vision), source(root, preset.llm), tokenizer,
+                                    cfg.frames.num_frames, out)
     tokenizer.save_pretrained(out)
-    shutil.rmtree(out / "tokenizer", ignore_errors=True)
-    report = {"preset": cfg.model.preset, "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-              "vocab": len(tokenizer), "tiny_lm_final_loss": lm_loss}
+    report = {"preset": cfg.model.preset, "parameters_m": round(params / 1e6, 2), "vocab": len(tokenizer),
+              "tiny_lm_final_loss": lm_loss, "peak_host_rss_mb": round(peak_rss_mb())}
     write_json(root / REPORT, report)
     return report
+
+
+def source(root: Path, name: str) -> str:
+    """A preset's model: a folder (relative to the project, or absolute) when it exists, else a hub id."""
+    local = root / name
+    return str(local) if local.is_dir() else name
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def corpus(root: Path) -> list[str]:

@@ -10,10 +10,8 @@ models/finetune/checkpoints and ends after the same number of steps.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,11 +19,12 @@ from ..config import Config
 from ..data.frames import OUT as FRAMES
 from ..data.validate import CLIPS_OUT
 from ..io import write_json
+from ..model import runtime
 from ..model.build import load_qlora
 from ..model.text import SampleTooLong, encode, load_tokenizer
 from .assemble import OUT as BASE
 from .features import FeatureStore
-from .loop import LoopSpec, run_signature
+from .loop import EpochSchedule, LoopSpec, run_signature, weight_files
 from .tracking import train_tracked
 from .video_lm import base_model, loss
 
@@ -34,15 +33,6 @@ OUT = "models/finetune"
 PROJECTOR = "models/align/projector.safetensors"
 REPORT = "reports/finetune.json"
 PLOT = "reports/finetune_loss.png"
-
-
-def precision(choice: str) -> str:
-    """bf16 where the GPU supports it, fp16 with loss scaling on a T4, fp32 on CPU."""
-    if choice != "auto":
-        return choice
-    if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def training_rows(root: Path, split: str = "train") -> pd.DataFrame:
@@ -71,28 +61,26 @@ def encode_rows(rows: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int) -
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.stage2
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    prec = precision(s.precision)
-    compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
+    dev = runtime.device()
+    prec = runtime.precision(s.precision, dev)
     tokenizer = load_tokenizer(str(root / BASE))
     torch.manual_seed(s.seed)  # LoRA's initial weights: the same run gives the same model
-    model = load_qlora(root / BASE, s.lora_r, s.lora_alpha, compute, device)
+    model = load_qlora(root / BASE, s.lora_r, s.lora_alpha, prec, dev)
     load_aligned_projector(model, root)
-    if s.gradient_checkpointing and device == "cuda":
+    if s.gradient_checkpointing and dev == "cuda":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     rows = training_rows(root)
     store = FeatureStore(model, root)
     store.warm(rows)
     media = store.get(rows.iloc[:1]).shape[1]
     encoded, rows, dropped = encode_rows(rows, tokenizer, cfg, media)
-    per_epoch = math.ceil(len(rows) / s.batch_size)
-    spec = LoopSpec(steps=per_epoch * s.epochs, lr=s.lr, checkpoint_every=s.checkpoint_every,
-                    checkpoint_dir=root / OUT / "checkpoints", signature=signature(cfg, rows, root), precision=prec)
+    schedule = EpochSchedule(len(rows), s.batch_size, s.epochs, s.seed)
+    spec = LoopSpec(steps=-(-schedule.micro_batches // s.grad_accum), lr=s.lr, checkpoint_every=s.checkpoint_every,
+                    checkpoint_dir=root / OUT / "checkpoints", signature=signature(cfg, rows, root), precision=prec,
+                    accum=s.grad_accum, micro_batches=schedule.micro_batches, device=dev)
 
-    def batch(step: int):
-        epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([s.seed, epoch]).permutation(len(rows))  # the data position is the step
-        take = order[pos * s.batch_size : (pos + 1) * s.batch_size]
+    def batch(micro: int):
+        take = schedule.indices(micro)
         value, tokens = loss(model, [encoded[i] for i in take], store.get(rows.iloc[take]), tokenizer.pad_token_id)
         return value, len(take), tokens
 
@@ -101,7 +89,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         tokenizer.save_pretrained(root / OUT / "adapter")
 
     result = train_tracked(cfg, "finetune", root, model, batch, spec, root / PLOT, save)
-    report = {**result, "samples": len(rows), "dropped_too_long": dropped, "precision": prec, "device": device,
+    report = {**result, "samples": len(rows), "dropped_too_long": dropped, "precision": prec, "device": dev,
+              "batch_size": s.batch_size, "grad_accum": s.grad_accum,
               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     write_json(root / REPORT, report)
     return report
@@ -109,7 +98,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 
 def signature(cfg: Config, rows: pd.DataFrame, root: Path) -> str:
     return run_signature(cfg.section("stage2"), cfg.section("model"), rows["sample_id"].tolist(), rows["shard"].tolist(),
-                         files=(root / BASE / "model.safetensors", root / PROJECTOR))
+                         files=(*weight_files(root / BASE), root / PROJECTOR))
 
 
 def load_aligned_projector(model, root: Path) -> bool:

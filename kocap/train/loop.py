@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..model.runtime import autocast
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,33 @@ class LoopSpec:
     warmup_frac: float = 0.05
     precision: str = "fp32"   # fp32 | fp16 (T4: loss scaling) | bf16
     keep: int = 2
+    accum: int = 1            # micro-batches per optimizer step (gradient accumulation)
+    micro_batches: int = 0    # all micro-batches of the run (0: steps * accum); the last step may take fewer
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """Which samples micro-batch m trains on: a seeded permutation per epoch, so the data position of a
+    resumed run is just the micro-batch index."""
+
+    samples: int
+    batch_size: int
+    epochs: int
+    seed: int
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(self.samples / self.batch_size)
+
+    @property
+    def micro_batches(self) -> int:
+        return self.per_epoch * self.epochs
+
+    def indices(self, micro: int) -> np.ndarray:
+        epoch, pos = divmod(micro, self.per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.samples)
+        return order[pos * self.batch_size : (pos + 1) * self.batch_size]
 
 
 def code_digest() -> str:
@@ -45,6 +74,11 @@ def code_digest() -> str:
     for path in sorted([*(package / "train").glob("*.py"), *(package / "model").glob("*.py")]):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def weight_files(folder: Path) -> tuple[Path, ...]:
+    """A checkpoint's weight files (one file, or the shards of a large model)."""
+    return tuple(sorted(Path(folder).glob("*.safetensors")))
 
 
 def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
@@ -60,24 +94,20 @@ def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
 
 def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], spec: LoopSpec,
              on_step: Callable[[int, dict], None] = lambda step, m: None) -> dict:
-    """Train for spec.steps; `batch_loss(step)` returns (loss, samples, tokens) for that step's batch."""
+    """Train for spec.steps optimizer steps; `batch_loss(m)` returns (loss, samples, tokens) for
+    micro-batch m (step * accum + k): the micro-batch index is the data position."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     warmup = max(1, int(spec.steps * spec.warmup_frac))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(
         0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, spec.steps))))))
-    scaler = torch.amp.GradScaler("cuda", enabled=spec.precision == "fp16")
+    scaler = torch.amp.GradScaler(spec.device, enabled=spec.precision == "fp16")
     step = start = resume(model, opt, sched, spec)
     model.train()
     losses = []
     while step < spec.steps:
         t = time.perf_counter()
-        with _autocast(spec.precision):
-            loss, samples, tokens = batch_loss(step)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
-                                f"(fp16 overflow is known for Qwen models trained in bf16)")
-        scaler.scale(loss).backward()
+        value, samples, tokens = accumulate(batch_loss, step, spec, scaler)
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         scaler.step(opt)
@@ -86,18 +116,28 @@ def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], 
         sched.step()
         step += 1
         dt = time.perf_counter() - t
-        losses.append(loss.item())
-        on_step(step, {"loss": loss.item(), "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
+        losses.append(value)
+        on_step(step, {"loss": value, "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
                        "tokens_per_s": tokens / dt, "peak_memory_mb": peak_memory_mb()})
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             save_checkpoint(model, opt, sched, step, spec)
     return {"steps": step, "resumed_from": start, "final_loss": float(np.mean(losses[-10:])) if losses else None}
 
 
-def _autocast(precision: str):
-    if precision in ("fp16", "bf16") and torch.cuda.is_available():
-        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, int, int]:
+    """Forward and backward over one step's micro-batches; returns (mean loss, samples, tokens)."""
+    total = spec.micro_batches or spec.steps * spec.accum
+    micro = range(step * spec.accum, min((step + 1) * spec.accum, total))
+    value, samples, tokens = 0.0, 0, 0
+    for m in micro:
+        with autocast(spec.precision, spec.device):
+            loss, n, t = batch_loss(m)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
+                                f"(fp16 overflow is known for Qwen models trained in bf16)")
+        scaler.scale(loss / len(micro)).backward()
+        value, samples, tokens = value + loss.item() / len(micro), samples + n, tokens + t
+    return value, samples, tokens
 
 
 def peak_memory_mb() -> float:

@@ -6,6 +6,12 @@
 
 The tower is frozen, so `pooled_features` can be cached (see features.py) and training never runs
 the tower after the first epoch; the projector always runs, because it trains.
+
+Memory on a 16 GB GPU decides three choices here: the tower runs only up to `vision_feature_layer`
+and on at most MAX_TOWER_FRAMES frames at a time; the loss computes vocabulary logits only where
+there is an answer token (151,936 logits over ~1,700 positions would be ~1 GiB in fp32 alone); and
+the projector output is cast to the embeddings' dtype, so fp16/bf16 autocast and half-precision
+embeddings meet in `masked_scatter` with one dtype.
 """
 from __future__ import annotations
 
@@ -13,9 +19,13 @@ import threading
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..model.preprocess import normalize
-from ..model.text import IM_END, encode
+from ..model.runtime import model_device
+from ..model.text import IGNORE, IM_END, encode
+
+MAX_TOWER_FRAMES = 32  # frames per tower pass: bounds activation memory whatever the batch of clips
 
 
 def base_model(model):
@@ -24,22 +34,39 @@ def base_model(model):
 
 
 @torch.no_grad()
-def pooled_features(model, frames: np.ndarray) -> torch.Tensor:
+def pooled_features(model, frames: np.ndarray, max_frames: int = MAX_TOWER_FRAMES) -> torch.Tensor:
     """uint8 (B, k, S, S, 3) -> (B, k * tokens_per_frame, vision_width): layer -2, CLS dropped, 2x2 pooled."""
     inner = base_model(model).model
     b, k = frames.shape[:2]
+    flat = frames.reshape(b * k, *frames.shape[2:])
     tower = inner.vision_tower
-    pixels = torch.from_numpy(normalize(frames.reshape(b * k, *frames.shape[2:]))).to(tower.dtype).to(tower.device)
-    hidden = tower(pixels, output_hidden_states=True).hidden_states[inner.config.vision_feature_layer][:, 1:]
-    pooled = inner.vision_resampler(hidden)
+    parts = []
+    for i in range(0, len(flat), max_frames):
+        pixels = torch.from_numpy(normalize(flat[i : i + max_frames])).to(tower.device, tower.dtype)
+        parts.append(inner.vision_resampler(tower_hidden(inner, pixels)))
+    pooled = torch.cat(parts)
     return pooled.reshape(b, -1, pooled.shape[-1])
+
+
+def tower_hidden(inner, pixels: torch.Tensor) -> torch.Tensor:
+    """The tower's hidden state at `vision_feature_layer` without running the layers after it (CLS dropped).
+    Equal to `tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]` (tested)."""
+    vision = getattr(inner.vision_tower, "vision_model", inner.vision_tower)  # transformers 4 nests it
+    layers = vision.encoder.layers
+    layer = inner.config.vision_feature_layer
+    depth = layer if layer >= 0 else len(layers) + 1 + layer
+    hidden = vision.pre_layrnorm(vision.embeddings(pixels))
+    for block in layers[:depth]:
+        hidden = block(hidden, None)
+    return hidden[:, 1:]
 
 
 def embed(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Token embeddings with the projected video features at the `<video>` positions."""
     base = base_model(model)
     embeds = base.get_input_embeddings()(input_ids)
-    projected = base.model.multi_modal_projector(features.to(embeds.dtype))
+    projector = base.model.multi_modal_projector
+    projected = projector(features.to(next(projector.parameters()).dtype)).to(embeds.dtype)
     mask = input_ids == base.config.video_token_index
     if int(mask.sum()) != projected.shape[0] * projected.shape[1]:
         raise ValueError(f"{int(mask.sum())} <video> tokens but {projected.shape[0] * projected.shape[1]} video features")
@@ -61,10 +88,22 @@ def collate(encoded: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, tor
 def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, int]:
     """Mean next-token loss on the answers of a batch, and how many tokens it saw."""
     ids, mask, labels = collate(encoded, pad_id)
-    device = next(p for p in model.parameters() if p.requires_grad).device
+    device = model_device(model)
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    out = model(inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask, labels=labels)
-    return out.loss, int(mask.sum())
+    return answer_loss(model, labels, inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask), \
+        int(mask.sum())
+
+
+def answer_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
+    """Next-token cross-entropy over the answer positions only: the LM head runs on those hidden
+    states alone, never on the whole sequence. `inputs` go to the LLaVA model (embeddings, or ids
+    with pixel values for stage-1 images). Same value as transformers' causal-LM loss (tested)."""
+    base = base_model(model)
+    hidden = base.model(**inputs).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = base.lm_head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, targets[keep])
 
 
 _SAMPLING = threading.Lock()
@@ -73,17 +112,21 @@ _SAMPLING = threading.Lock()
 @torch.no_grad()
 def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_tokens: int, max_length: int,
              do_sample: bool = True, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
-             repetition_penalty: float = 1.05, seed: int = 0) -> list[str]:
-    """Captions for a batch of pooled features, prompted exactly as in training (left-padded)."""
+             repetition_penalty: float = 1.05, seed: int = 0) -> tuple[list[str], list[bool]]:
+    """Captions for a batch of pooled features, prompted exactly as in training (left-padded), and for
+    each whether the `max_new_tokens` budget cut it (no end-of-turn token)."""
     n_tokens = features.shape[1]
+    device = model_device(model)
     head = encode(tokenizer, prompt, None, n_tokens, max_length).input_ids
-    ids = torch.tensor([head] * features.shape[0])
+    ids = torch.tensor([head] * features.shape[0], device=device)
     mask = torch.ones_like(ids)
     base = base_model(model)
+    end = tokenizer.convert_tokens_to_ids(IM_END)
     with _SAMPLING:  # the seed is global: threads generating at once would draw from each other's stream
         torch.manual_seed(seed)
-        out = base.generate(inputs_embeds=embed(model, ids, features), attention_mask=mask,
+        out = base.generate(inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask,
                             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
                             top_k=top_k, repetition_penalty=repetition_penalty,
-                            eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=tokenizer.pad_token_id)
-    return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
+                            eos_token_id=end, pad_token_id=tokenizer.pad_token_id)
+    texts = [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
+    return texts, [end not in seq.tolist() for seq in out]

@@ -74,7 +74,7 @@ def _captions(model, tokenizer, store, rows, prompt, order=None):
         feats = feats[order]
     out = []
     for i in range(0, len(rows), 16):
-        out += generate(model, tokenizer, feats[i : i + 16], prompt, 120, 2048, do_sample=False)
+        out += generate(model, tokenizer, feats[i : i + 16], prompt, 120, 2048, do_sample=False)[0]
     return out
 
 

