@@ -40,6 +40,7 @@ class RunEnv:
 
     environ: Mapping[str, str] = field(default_factory=dict)
     secret_block: str = "aihub-apikey"
+    track: bool = True  # MLflow tracking of the training stages (off only for the bare-machine GPU check)
 
     @classmethod
     def from_environ(cls) -> "RunEnv":

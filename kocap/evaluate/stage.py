@@ -45,12 +45,8 @@ HTML = "reports/eval.html"
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
-    budget = resolved_budget(cfg, root)
-    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg, budget)
     val, train = training_rows(root, "val"), training_rows(root, "train")
-    features = FeatureStore(captioner.model, root).get(val)
-    predictions, cut = _captions(captioner, features, cfg, root, val, "model", budget)
-    shuffled, _ = _captions(captioner, features, cfg, root, val, "shuffled", budget)
+    predictions, cut, shuffled, budget = predict(cfg, root)
     refs = [[c] for c in val["caption_ko"]]
     baseline = [most_frequent_caption(train["caption_ko"].tolist())] * len(val)
     metrics = {**score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric),
@@ -69,6 +65,17 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 def _order(cfg: Config, n: int, which: str) -> np.ndarray:
     """Which validation clip's video each caption is made from: its own, or a shuffled one (the control)."""
     return np.random.default_rng(cfg.eval.seed).permutation(n) if which == "shuffled" else np.arange(n)
+
+
+def predict(cfg: Config, root: Path) -> tuple[list[str], list[bool], list[str], int]:
+    """Validation captions with the true videos (and cut flags), with shuffled videos, and the budget."""
+    budget = resolved_budget(cfg, root)
+    captioner = Captioner.load(root / BASE, root / FINETUNE / "adapter", cfg, budget)
+    val = training_rows(root, "val")
+    features = FeatureStore(captioner.model, root).get(val)
+    predictions, cut = _captions(captioner, features, cfg, root, val, "model", budget)
+    shuffled, _ = _captions(captioner, features, cfg, root, val, "shuffled", budget)
+    return predictions, cut, shuffled, budget
 
 
 def resolved_budget(cfg: Config, root: Path) -> int:

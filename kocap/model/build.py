@@ -189,9 +189,13 @@ def train_in_fp32(model) -> None:
 def load_qlora(base_dir: Path, lora_r: int, lora_alpha: int, prec: str = "fp32", device: str = "cpu"):
     """The saved base model with its LLM in 4-bit nf4, LoRA on the LLM's linears, the projector
     trainable (modules_to_save), the tower frozen and not quantized, the head not quantized."""
+    return add_lora(load_base(base_dir, prec, device), lora_r, lora_alpha)
+
+
+def add_lora(model, lora_r: int, lora_alpha: int):
+    """LoRA on the LLM's linears (by regex: never CLIP's), the projector trainable, trainable weights in fp32."""
     from peft import LoraConfig, get_peft_model
 
-    model = load_base(base_dir, prec, device)
     lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                       modules_to_save=["multi_modal_projector"])
     model = get_peft_model(model, lora)

@@ -27,7 +27,12 @@ def precision(choice: str, on: str | None = None) -> str:
         return choice
     if (on or device()) != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16"
+    return for_capability(torch.cuda.get_device_capability())
+
+
+def for_capability(capability: tuple[int, int]) -> str:
+    """bf16 natively from Ampere (8.0) on; a T4 (7.5) or V100 (7.0) gets fp16 with loss scaling."""
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
 
 
 def dtype(prec: str) -> torch.dtype:

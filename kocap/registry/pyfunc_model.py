@@ -1,7 +1,8 @@
 """The MLflow pyfunc captioner ("models from code"): input video paths (a list, or a DataFrame with
-`video_path`), output one Korean caption per video. It packages the base checkpoint, the stage-2
-adapter (LoRA + projector) with the tokenizer, and the config (frames, preprocessing, prompt,
-decoding), and captions through the same code as training and evaluation.
+`video_path`), output one Korean caption per video. It packages the stage-2 adapter (LoRA +
+projector) with the tokenizer, the config (frames, preprocessing, prompt, decoding) and a reference
+to the base checkpoint by its DVC hash (resolved from the DVC cache or remote, see base_ref.py: the
+base is stored once), and captions through the same code as training and evaluation.
 
 Bad input gets a clear error per item (the `error` column; empty when fine) and never fails the batch:
 a missing file, a non-video. An empty or oversized request is refused whole with a clear message.
@@ -22,9 +23,11 @@ class KocapCaptioner(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from kocap.config import Config
         from kocap.evaluate.captioner import Captioner
+        from kocap.registry.base_ref import resolve
 
         cfg = Config.model_validate(json.loads(Path(context.artifacts["config"]).read_text(encoding="utf-8")))
-        self.captioner = Captioner.load(Path(context.artifacts["base"]), Path(context.artifacts["adapter"]), cfg)
+        base = resolve(json.loads(Path(context.artifacts["base_ref"]).read_text(encoding="utf-8")))
+        self.captioner = Captioner.load(base, Path(context.artifacts["adapter"]), cfg)
 
     def predict(self, context, model_input, params=None):
         return caption_batch(self.captioner, paths_of(model_input))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..io import write_json
-from ..train.assemble import OUT as BASE
 from ..train.finetune import OUT as FINETUNE
 from ..train.tracking import mlflow_run
+from . import base_ref
 from .lineage import aihub_snapshot, dvc_hashes, git_state
 
 REPORT = "reports/register.json"
@@ -40,19 +40,22 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         mlflow.log_dict({"dvc": hashes, **tags}, "lineage.json")
         for name, path in DATASETS.items():
             mlflow.log_input(_dataset(root, name, path, hashes.get(path, "unknown")), context="training")
-        config = Path(tmp) / "config.json"
+        config, base = Path(tmp) / "config.json", Path(tmp) / "base_ref.json"
         config.write_text(served_config(cfg, metrics).model_dump_json(by_alias=True), encoding="utf-8")
+        base.write_text(json.dumps(base_ref.reference(cfg, root, hashes)), encoding="utf-8")
         from . import pyfunc_model
 
+        # the base is not copied: the version points at it by DVC hash (base_ref.py)
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,
-                                       artifacts={"base": str(root / BASE), "adapter": str(root / FINETUNE / "adapter"),
-                                                  "config": str(config)})
+                                       artifacts={"adapter": str(root / FINETUNE / "adapter"), "config": str(config),
+                                                  "base_ref": str(base)})
     client = MlflowClient()
     version = mlflow.register_model(info.model_uri, cfg.registry.model_name).version
     name = cfg.registry.model_name
     client.set_registered_model_alias(name, "challenger", version)
     for key, value in {**tags, **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
-                       "metric.primary": str(metrics["primary"]), "run_id": run.info.run_id}.items():
+                       "metric.primary": str(metrics["primary"]), "run_id": run.info.run_id,
+                       "base.md5": hashes[base_ref.BASE]}.items():
         client.set_model_version_tag(name, version, key, value)
     promote, reasons = gate(metrics, validation, champion_metric(client, name), cfg)
     decide(client, name, version, promote, reasons)

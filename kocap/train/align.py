@@ -82,7 +82,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         state = model.model.multi_modal_projector.state_dict()
         save_file({k: v.float().contiguous() for k, v in state.items()}, root / OUT / "projector.safetensors")
 
-    result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save)
+    result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save, getattr(env, "track", True))
     report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items),
               "dropped_too_long": dropped, "precision": prec, "device": dev}
     write_json(root / REPORT, report)

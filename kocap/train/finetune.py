@@ -88,7 +88,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         model.save_pretrained(root / OUT / "adapter")
         tokenizer.save_pretrained(root / OUT / "adapter")
 
-    result = train_tracked(cfg, "finetune", root, model, batch, spec, root / PLOT, save)
+    result = train_tracked(cfg, "finetune", root, model, batch, spec, root / PLOT, save, getattr(env, "track", True))
     report = {**result, "samples": len(rows), "dropped_too_long": dropped, "precision": prec, "device": dev,
               "batch_size": s.batch_size, "grad_accum": s.grad_accum,
               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}

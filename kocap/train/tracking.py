@@ -67,11 +67,17 @@ def loss_plot(losses: list[float], path: Path, title: str) -> Path:
 
 
 def train_tracked(cfg: Config, stage: str, root: Path, model, batch_loss, spec, plot: Path,
-                  save: Callable[[], None]) -> dict:
-    """run_loop inside an MLflow run: per-step metrics, then `save()`, then the loss curve."""
-    import mlflow
-
+                  save: Callable[[], None], track: bool = True) -> dict:
+    """run_loop inside an MLflow run: per-step metrics, then `save()`, then the loss curve. With
+    `track=False` (the GPU check on a bare machine) the same loop runs without MLflow."""
     from .loop import run_loop
+
+    if not track:
+        rates = []
+        result = run_loop(model, batch_loss, spec, lambda step, m: rates.append(m["samples_per_s"]))
+        save()
+        return {**result, "median_samples_per_s": statistics.median(rates) if rates else None, "mlflow_run_id": None}
+    import mlflow
 
     history, rates = [], []
 

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from kocap.evaluate.captioner import generation_budget
 from kocap.model import runtime
 from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
 from kocap.model.micro import build_micro
 from kocap.model.text import encode, load_tokenizer
+from kocap.train.finetune import training_rows as finetune_rows
 from kocap.train.loop import LoopSpec, run_loop
 from kocap.train.video_lm import generate, loss, pooled_features
 
@@ -115,11 +117,64 @@ def test_the_lifecycle_runs_the_micro_preset_end_to_end(tmp_path):
     assert assemble_report["vocab"] == 151671 and assemble_report["preset"] == "micro"
     metrics = json.loads((project / "reports/metrics.json").read_text())
     tok = load_tokenizer(str(project / "models/base"))
-    assert metrics["max_new_tokens"] > max(len(tok(c)["input_ids"]) for c in CAPTIONS[:1])
+    train_captions = finetune_rows(project, "train")["caption_ko"].tolist()
+    assert metrics["max_new_tokens"] == generation_budget(tok, train_captions)  # from the data, Qwen's tokens
     assert metrics["cut_by_budget"] == metrics["samples"] and metrics["cut_share"] == 1.0  # random LLM: counted
     finetune = json.loads((project / "reports/finetune.json").read_text())
     assert finetune["grad_accum"] == 2 and finetune["steps"] > 0
     clip = next((project / "data/raw").rglob("*.mp4"))
-    out = sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], project,
-             timeout=600).stdout
+    md5 = _base_md5(project)
+    _caption_ok(project, clip)
+    assert (project / ".kocap-cache/base" / md5 / ".complete").exists()  # linked from this project's DVC cache
+    version = _mlflow(project).get_model_version("kocap", "1")
+    assert version.tags["base.md5"] == md5
+    stored = [p.name for p in Path(version.source.replace("file://", "")).rglob("*.safetensors")] \
+        if version.source.startswith("file://") else []
+    assert not any(name.startswith("model") for name in stored), f"the base was copied into MLflow: {stored}"
+
+
+def _base_md5(project: Path) -> str:
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"]["assemble"]["outs"] if o["path"] == "models/base")
+
+
+def _mlflow(project: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _caption_ok(cwd: Path, clip: Path, env: dict | None = None) -> None:
+    out = sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], cwd,
+             timeout=600, env=env).stdout
     assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 0
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_captions_with_the_base_from_dvc(tmp_path):
+    """The registered version holds no base; a fresh clone finds it after `dvc pull`, and with an empty
+    cache fetches it from the DVC remote."""
+    import shutil
+
+    project = make_project(tmp_path / "project", ["model.preset=micro", "stage2.epochs=1"])
+    sh([sys.executable, "-m", "kocap.cli", "micro-preset"], project)
+    sh([sys.executable, "-m", "kocap.cli", "run"], project, timeout=1500)
+    sh(["git", "add", "-A"], project)
+    sh(["git", "-c", "user.email=t@kocap", "-c", "user.name=t", "commit", "-qm", "trained"], project)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "--local", "shared", str(project / ".dvc-remote")], clone)
+    sh([sys.executable, "-m", "dvc", "pull", "-q", "models/base"], clone)
+    (project / ".dvc/cache").rename(project / ".dvc/cache-moved")  # the registering project can no longer serve it
+    shutil.rmtree(project / ".kocap-cache", ignore_errors=True)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    clip = next((project / "data/raw").rglob("*.mp4"))
+    md5 = _base_md5(project)
+    _caption_ok(clone, clip, env)
+    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
+    shutil.rmtree(clone / ".kocap-cache")
+    shutil.rmtree(clone / ".dvc/cache")
+    _caption_ok(clone, clip, env)  # fetched from the DVC remote by hash
+    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()

@@ -1,0 +1,397 @@
+"""The GPU check: kocap's production path on one GPU capped at a T4's 15 GiB, in minutes, offline.
+
+    python benchmarks/gpu_check.py             # CUDA: ~5 min on an H100; prints one table at the end
+    python benchmarks/gpu_check.py --smoke     # CPU: the same steps at small sizes (checks the script)
+
+1. The real stage code on the micro preset (Qwen's real tokenizer, `kocap.model.micro`): assemble,
+   align (stage 1), finetune (stage 2), evaluation's captioning and `Captioner` on a batch of frames,
+   on a synthetic project (frames written directly: no video decoder is needed), MLflow off.
+2. The qwen3-8b and qwen3-4b architectures with random weights drawn on the GPU (nothing is
+   downloaded), loaded as `load_qlora` loads them (4-bit LLM, fp16 tower/embeddings/head, LoRA +
+   projector in fp32): stage-2 peak memory and samples/s in fp16 with loss scaling through kocap's
+   loss and loop (batch = the preset's, 8 frames, a ~420-token caption: ~1,600 tokens); stage-1 peak
+   with one 1024x768 image through AnyRes; evaluation tokens/s at the preset's eval batch.
+3. assemble's host RAM for the 8B shapes: a random qwen3-8b-shaped checkpoint is written to disk and
+   streamed into a LLaVA checkpoint in a subprocess; its peak RSS is reported.
+
+Imports torch, transformers, peft, bitsandbytes, accelerate, tokenizers, safetensors, numpy, pandas,
+pyarrow, pyyaml, pydantic and kocap only (plus PIL and requests, which kocap's stage modules import
+and GPU images carry); no MLflow, Prefect, DVC or Great Expectations.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+CAP_GIB = 15
+CAPTION = ("맑은 하늘 아래 넓은 강변 공원이 펼쳐져 있고, 산책로를 따라 키 큰 나무들이 늘어서 있다. " * 12)[:575]
+ROWS: list[dict] = []
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def record(part: str, what: str, value, note: str = "") -> None:
+    ROWS.append({"part": part, "measure": what, "value": value, "note": note})
+    say(f"{part}: {what} = {value} {note}")
+
+
+def reset_peak(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(dev: str) -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else float("nan")
+
+
+# ---------------------------------------------------------------- 1. the stage code on the micro preset
+
+def micro_project(root: Path, clips: int = 12, images: int = 3) -> None:
+    """What validate and frames would leave: validated tables, images on disk, frame shards + index."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ids = [f"clip{i:03d}" for i in range(clips)]
+    split = ["val" if i % 4 == 0 else "train" for i in range(clips)]
+    captions = [f"{CAPTION[: 200 + 20 * i]}" for i in range(clips)]
+    (root / "data/validated").mkdir(parents=True)
+    pd.DataFrame({"sample_id": ids, "split": split, "caption_ko": captions, "video_path": [f"{i}.mp4" for i in ids]}
+                 ).to_parquet(root / "data/validated/clips.parquet")
+    (root / "data/images").mkdir(parents=True)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / f"data/images/{i}.png")
+    pd.DataFrame({"sample_id": [f"img{i}" for i in range(images)], "image_path": [f"data/images/{i}.png" for i in
+                  range(images)], "caption_ko": captions[:images]}).to_parquet(root / "data/validated/images.parquet")
+    (root / "data/frames/clips").mkdir(parents=True)
+    np.save(root / "data/frames/clips/s0.npy", rng.integers(0, 255, (clips, 8, 56, 56, 3), dtype=np.uint8))
+    pd.DataFrame({"sample_id": ids, "split": split, "shard": "clips/s0.npy", "offset": range(clips)}
+                 ).to_parquet(root / "data/frames/clips.parquet")
+
+
+def stage_code_on_micro(dev: str) -> None:
+    from kocap.config import load_config
+    from kocap.evaluate import stage as evaluate
+    from kocap.evaluate.captioner import Captioner
+    from kocap.model.micro import build_micro
+    from kocap.stages import RunEnv
+    from kocap.train import align, assemble, finetune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_micro(root / "models/micro")
+        micro_project(root)
+        cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
+                          ["model.preset=micro", "stage1.epochs=2", "stage2.epochs=3", "eval.batch_size=4"])
+        env = RunEnv({}, track=False)
+        for name, stage in (("assemble", assemble), ("align", align), ("finetune", finetune)):
+            reset_peak(dev)
+            t = time.perf_counter()
+            report = stage.run(cfg, root, env)
+            extra = f"loss {report['final_loss']:.3f}, {report['precision']}" if "final_loss" in report else ""
+            record("micro", f"{name} s", round(time.perf_counter() - t, 1), f"{extra} peak {peak_gib(dev)} GiB")
+        t = time.perf_counter()
+        predictions, cut, _, budget = evaluate.predict(cfg, root)
+        record("micro", "evaluate captions", len(predictions), f"budget {budget}, cut {sum(cut)}, "
+               f"{time.perf_counter() - t:.1f} s")
+        cap = Captioner.load(root / "models/base", root / "models/finetune/adapter", cfg, 16)
+        frames = np.load(root / "data/frames/clips/s0.npy")[:3]
+        record("micro", "caption (served path)", len(cap.caption_frames(frames)), "captions for 3 clips")
+
+
+# ---------------------------------------------------------------- 2. the production architectures
+
+def random_base(llm: str, dev: str, prec: str, smoke: bool):
+    """`load_base` of a production architecture, with random weights drawn on `dev`: the LLM's linears
+    in 4-bit nf4, the rest stored in `prec`'s dtype."""
+    import bitsandbytes as bnb
+    from transformers import LlavaNextVideoForConditionalGeneration
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    from kocap.model import runtime
+    from kocap.model.build import NOT_QUANTIZED, quantization_config, tiny_text_config, tiny_vision_config
+    from kocap.model.presets import llava_config, production_config
+
+    vocab = 151936
+    cfg = (llava_config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8) if smoke
+           else production_config(llm, video_token_id=151669, image_token_id=151670, vocab_size=vocab))
+    dt = runtime.dtype(prec)
+    with torch.device("meta"):
+        model = LlavaNextVideoForConditionalGeneration(cfg)
+    model = replace_with_bnb_linear(model, modules_to_not_convert=NOT_QUANTIZED,
+                                    quantization_config=quantization_config(dt))
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            w = torch.randn(module.out_features, module.in_features, dtype=torch.float16, device=dev) * 0.02
+            module.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True).to(dev)
+            module.compute_dtype = dt
+            module.support_avx512bf16_for_cpu = False
+        else:
+            for name, p in list(module.named_parameters(recurse=False)):
+                setattr(module, name, torch.nn.Parameter(torch.randn(p.shape, dtype=dt, device=dev) * 0.02,
+                                                         requires_grad=False))
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    _materialise_buffers(model, cfg, dev)
+    return model, cfg
+
+
+def _materialise_buffers(model, cfg, dev: str) -> None:
+    """Rotary frequencies and position ids from a one-layer twin built on CPU (same configs)."""
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    twin_cfg = copy.deepcopy(cfg)
+    twin_cfg.text_config.num_hidden_layers = twin_cfg.vision_config.num_hidden_layers = 1
+    twin_cfg.text_config.vocab_size = 1024
+    twin_cfg.video_token_index, twin_cfg.image_token_index = 1022, 1023
+    buffers = dict(LlavaNextVideoForConditionalGeneration(twin_cfg).named_buffers())
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(leaf, buffers[name].to(dev), persistent=False)
+
+
+class _Tok:
+    """The few tokenizer calls kocap's encode/generate make, over fixed ids (no download): a prompt of
+    ~20 tokens and 1 token per 1.4 characters of caption, as Qwen's BPE gives on Korean."""
+
+    def __init__(self, cfg):
+        vocab = cfg.text_config.vocab_size
+        self.start, self.pad_token_id = vocab - 8, vocab - 7
+        self.media = {"<video>": cfg.video_token_index, "<image>": cfg.image_token_index, "<|im_end|>": vocab - 6}
+
+    def __call__(self, text, add_special_tokens=False):
+        if "<|im_start|>" in text:
+            media = [self.media[m] for m in ("<video>", "<image>") if m in text]
+            return {"input_ids": [self.start, 872, 198, *media, 198, *range(1000, 1000 + len(text) // 3), self.start]}
+        return {"input_ids": [*range(1000, 1000 + len(text) * 10 // 14), self.media["<|im_end|>"]]}
+
+    def convert_tokens_to_ids(self, token):
+        return self.media[token]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return f"{len(ids)} tokens"
+
+
+def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: int) -> None:
+    from kocap.config import load_config
+    from kocap.model.build import add_lora
+    from kocap.model.text import encode
+    from kocap.train.loop import LoopSpec, run_loop
+    from kocap.train.video_lm import loss, pooled_features
+
+    p = load_config(overrides=[f"model.preset={preset}"]).stage2
+    reset_peak(dev)
+    model, cfg = random_base(llm, dev, prec, smoke)
+    model = add_lora(model, p.lora_r, p.lora_alpha)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    record(preset, "weights GiB", peak_gib(dev))
+    size = cfg.vision_config.image_size
+    frames = np.random.default_rng(0).integers(0, 255, (p.batch_size, 8, size, size, 3), dtype=np.uint8)
+    feats = pooled_features(model, frames)
+    tok = _Tok(cfg)
+    encoded = [encode(tok, "이 영상을 한국어로 상세히 묘사해주세요.", CAPTION, feats.shape[1], 4096)] * p.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = LoopSpec(steps=steps, lr=p.lr, checkpoint_every=10**6, checkpoint_dir=Path(tmp), signature="gpu-check",
+                        precision=prec, device=dev)
+        rates = []
+
+        def batch(m: int):
+            value, tokens = loss(model, encoded, feats, tok.pad_token_id)
+            return value, p.batch_size, tokens
+
+        run_loop(model, batch, spec, lambda step, m: rates.append(m["samples_per_s"]))
+    record(preset, "stage-2 peak GiB", peak_gib(dev), f"batch {p.batch_size}, {len(encoded[0].input_ids)} tokens, {prec}")
+    record(preset, "stage-2 samples/s", round(statistics.median(rates[1:] or rates), 2), f"median of {steps} steps")
+    stage1_peak(preset, model, cfg, dev, prec)
+    eval_speed(preset, model, cfg, dev, prec, smoke)
+    del model
+    reset_peak(dev)
+
+
+def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
+    """One stage-1 step on a 1024x768 image through AnyRes (LoRA left on: an upper bound of stage 1,
+    where only the projector trains)."""
+    from kocap.model import runtime
+    from kocap.model.preprocess import anyres
+    from kocap.model.presets import image_tokens
+    from kocap.model.text import IMAGE, encode
+    from kocap.train.video_lm import answer_loss
+
+    reset_peak(dev)
+    h, w = (768, 1024) if cfg.vision_config.image_size == 336 else (96, 128)
+    img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    enc = encode(_Tok(cfg), "이 영상을 한국어로 상세히 묘사해주세요.", CAPTION, image_tokens(cfg, h, w), 4096, media=IMAGE)
+    ids, labels = torch.tensor([enc.input_ids], device=dev), torch.tensor([enc.labels], device=dev)
+    pixels = torch.from_numpy(anyres(img, cfg.vision_config.image_size))[None].to(dev, runtime.dtype(prec))
+    with runtime.autocast(prec, dev):
+        value = answer_loss(model, labels, input_ids=ids, pixel_values=pixels,
+                            image_sizes=torch.tensor([[h, w]], device=dev))
+    value.backward()
+    model.zero_grad(set_to_none=True)
+    record(preset, "stage-1 peak GiB", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
+
+
+def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:
+    from kocap.config import load_config
+    from kocap.model import runtime
+    from kocap.train.video_lm import generate
+
+    batch = load_config(overrides=[f"model.preset={preset}"]).eval.batch_size
+    model.eval()
+    reset_peak(dev)
+    feats = torch.randn(batch, 8 * 144 if not smoke else 128, cfg.vision_config.hidden_size)
+    new = 96 if not smoke else 8
+    t = time.perf_counter()
+    with runtime.autocast(prec, dev):
+        generate(model, _Tok(cfg), feats, "이 영상을 한국어로 상세히 묘사해주세요.", new, 4096, do_sample=False)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    record(preset, "eval tokens/s", round(batch * new / (time.perf_counter() - t), 1),
+           f"batch {batch}, {new} new tokens, peak {peak_gib(dev)} GiB")
+    model.train()
+
+
+# ---------------------------------------------------------------- 3. assemble's host RAM
+
+def assemble_ram(smoke: bool) -> None:
+    """Write a random qwen3-8b-shaped LLM checkpoint (bf16 safetensors shards) and a tower, then assemble
+    them in a fresh process; report that process's peak RSS against the checkpoint's size."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Qwen3Config
+
+    from kocap.model.micro import build_micro
+    from kocap.model.presets import CLIP_L_336, QWEN3
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_micro(root / "micro")  # Qwen's tokenizer
+        shapes = dict(QWEN3["Qwen/Qwen3-8B"], **({"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512,
+                                                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64}
+                                                  if smoke else {}))
+        text = Qwen3Config(**shapes)
+        llm = root / "llm"
+        llm.mkdir()
+        text.save_pretrained(llm)
+        size = _write_random_llm(text, llm, save_file)
+        vision = CLIPVisionConfig(**CLIP_L_336) if not smoke else CLIPVisionConfig(hidden_size=64, intermediate_size=128,
+                                                                                     num_hidden_layers=2,
+                                                                                     num_attention_heads=4)
+        CLIPVisionModel(vision).save_pretrained(root / "clip")
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--assemble-child", tmp], capture_output=True, text=True,
+                             check=True)
+        anon, rss = json.loads(out.stdout.strip().splitlines()[-1])
+        record("assemble", "peak host RAM GiB", anon, f"anonymous memory; LLM checkpoint {size / 2**30:.1f} GiB, "
+               f"{time.perf_counter() - t:.0f} s (ru_maxrss {rss} GiB counts the mapped, reclaimable checkpoint pages)")
+
+
+def assemble_child(tmp: str) -> None:
+    """In a fresh process: assemble, sampling anonymous memory (what must fit in RAM) every 20 ms."""
+    import resource
+    import threading
+
+    from kocap.model.build import assemble_to_folder
+    from kocap.model.text import load_tokenizer
+
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    tok = load_tokenizer(f"{tmp}/micro/qwen3")
+    assemble_to_folder(f"{tmp}/clip", f"{tmp}/llm", tok, 8, Path(tmp) / "base")
+    done.set()
+    watcher.join()
+    print(json.dumps([round(peak[0] / 2**20, 2), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)]))
+
+
+def _write_random_llm(text, folder: Path, save_file) -> int:
+    """Random bf16 weights in Qwen3's key layout, one layer per file (drawn on the GPU when there is one)."""
+    from transformers import Qwen3ForCausalLM
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in Qwen3ForCausalLM(text).state_dict().items()}
+    groups: dict[str, dict] = {}
+    for key, shape in shapes.items():
+        group = key.split(".")[2] if key.startswith("model.layers.") else "rest"
+        groups.setdefault(group, {})[key] = shape
+    total = 0
+    for i, (group, items) in enumerate(groups.items()):
+        tensors = {k: (torch.randn(s, dtype=torch.bfloat16, device=dev) * 0.02).cpu() for k, s in items.items()}
+        save_file(tensors, folder / f"model-{i:05d}.safetensors", metadata={"format": "pt"})
+        total += sum(t.numel() * 2 for t in tensors.values())
+    return total
+
+
+def table() -> str:
+    width = max(len(r["measure"]) for r in ROWS)
+    lines = [f"{'part':<10} {'measure':<{width}} {'value':>10}  note", "-" * (width + 40)]
+    lines += [f"{r['part']:<10} {r['measure']:<{width}} {r['value']!s:>10}  {r['note']}" for r in ROWS]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="CPU, small sizes: checks the script itself")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--skip", nargs="*", default=[], help="micro | qwen3-8b | qwen3-4b | assemble")
+    ap.add_argument("--assemble-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.assemble_child:
+        return assemble_child(args.assemble_child)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU (use --smoke to check the script on CPU)")
+    from kocap.model import runtime
+
+    dev = "cpu" if args.smoke else "cuda"
+    prec = "bf16" if args.smoke else "fp16"  # fp16 + loss scaling: what a T4 runs
+    if dev == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, CAP_GIB * 2**30 / total))
+        say(f"{torch.cuda.get_device_name(0)}, memory capped at {CAP_GIB} GiB; auto precision here: "
+            f"{runtime.precision('auto', dev)} (a T4, sm_75, gets fp16)")
+    steps = {"micro": lambda: stage_code_on_micro(dev),
+             "qwen3-8b": lambda: stage2_peak("qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps),
+             "qwen3-4b": lambda: stage2_peak("qwen3-4b", "Qwen/Qwen3-4B", dev, prec, args.smoke, args.steps),
+             "assemble": lambda: assemble_ram(args.smoke)}
+    failed = []
+    for name, step in steps.items():
+        if name in args.skip:
+            continue
+        say(f"--- {name}")
+        try:
+            step()
+        except Exception as exc:  # one failed part must not hide the others' figures
+            failed.append(name)
+            record(name, "FAILED", type(exc).__name__, str(exc)[:300])
+    print("\n" + table(), flush=True)
+    print(json.dumps(ROWS, ensure_ascii=False))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The base checkpoint is stored once: a registered version points at it by its DVC content hash.
+
+    ref = reference(cfg, root)        # at register time: {"md5": "<hash>.dir", "project": ..., "preset": ...}
+    base_dir = resolve(ref)           # at load time: a folder holding exactly that base
+
+A version holds the adapter (LoRA + projector), the tokenizer and the config; the base (~17 GB for
+qwen3-8b) lives in DVC, which already versions it as the `assemble` stage's output. `resolve` looks
+in the DVC cache of the project it runs in (a fresh clone after `dvc pull` has it), then of the
+project that registered it, then fetches from that project's DVC remote, and as a last resort
+re-assembles it from the preset's hub ids (production presets only). The folder it returns,
+`.kocap-cache/base/<hash>/`, is made of hard links into the cache: no second copy on disk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+BASE = "models/base"
+FOLDER = ".kocap-cache/base"
+
+
+class BaseNotFound(RuntimeError):
+    """No DVC cache or remote holds the base checkpoint a model version points at."""
+
+
+def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
+    if BASE not in hashes:
+        raise BaseNotFound(f"{BASE} has no DVC hash in dvc.lock: run the assemble stage (dvc repro) first")
+    preset = cfg.model.chosen
+    return {"md5": hashes[BASE], "project": str(Path(root).resolve()), "preset": cfg.model.preset,
+            "vision": preset.vision, "llm": preset.llm, "num_frames": cfg.frames.num_frames}
+
+
+def resolve(ref: dict) -> Path:
+    """A folder holding the base checkpoint with DVC hash ref["md5"]."""
+    projects = [Path(p) for p in (os.environ.get("KOCAP_PROJECT"), os.getcwd(), ref["project"]) if p]
+    projects = [p for p in dict.fromkeys(p.resolve() for p in projects) if (p / ".dvc").is_dir()]
+    for project in projects:
+        found = _from_cache(project, ref["md5"])
+        if found:
+            return found
+    for project in projects:
+        if _fetch(project, ref["md5"]):
+            return _from_cache(project, ref["md5"])
+    if ref["llm"] != "tiny" and projects:
+        return _reassemble(projects[0], ref)
+    raise BaseNotFound(f"base checkpoint {ref['md5']} is in no DVC cache or remote of {[str(p) for p in projects]}: "
+                       f"in the project, `git checkout` the version's commit and `dvc pull {BASE}`, "
+                       f"or set KOCAP_PROJECT to a project that has it")
+
+
+def _cache(project: Path) -> Path:
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return Path(repo.cache.local.path)
+
+
+def _object(cache: Path, md5: str) -> Path:
+    return cache / md5[:2] / md5[2:]
+
+
+def _from_cache(project: Path, md5: str) -> Path | None:
+    """Link the files of the `.dir` object into .kocap-cache/base/<md5>/ (once); None if any is missing."""
+    out = project / FOLDER / md5
+    if (out / ".complete").exists():
+        return out
+    cache = _cache(project)
+    listing = _object(cache, md5)
+    if not listing.exists():
+        return None
+    entries = json.loads(listing.read_text(encoding="utf-8"))
+    if not all(_object(cache, e["md5"]).exists() for e in entries):
+        return None
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for entry in entries:
+        target = tmp / entry["relpath"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(_object(cache, entry["md5"]), target)
+        except OSError:  # another file system: copy
+            shutil.copyfile(_object(cache, entry["md5"]), target)
+    (tmp / ".complete").write_text(md5, encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def _fetch(project: Path, md5: str) -> bool:
+    """Pull the `.dir` object and its files from the project's default DVC remote into its cache."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    try:
+        with Repo(str(project)) as repo:
+            repo.cloud.pull([HashInfo("md5", md5)])
+            listing = _object(Path(repo.cache.local.path), md5)
+            if not listing.exists():
+                return False
+            entries = json.loads(listing.read_text(encoding="utf-8"))
+            repo.cloud.pull([HashInfo("md5", e["md5"]) for e in entries])
+        return True
+    except Exception as exc:  # no remote configured, unreachable, not there: try the next place
+        log.info("base %s not fetched from %s's DVC remote: %s", md5, project, exc)
+        return False
+
+
+def _reassemble(project: Path, ref: dict) -> Path:
+    """Rebuild the base from the preset's tower and LLM (the projector the version trained is in its adapter)."""
+    from ..model.build import assemble_to_folder
+    from ..model.text import load_tokenizer
+    from ..train.assemble import source
+
+    out = project / FOLDER / f"{ref['md5']}-reassembled"
+    if not (out / ".complete").exists():
+        log.warning("base %s not in any DVC cache or remote: re-assembling it from %s + %s", ref["md5"], ref["vision"],
+                    ref["llm"])
+        tokenizer = load_tokenizer(source(project, ref["llm"]))
+        assemble_to_folder(source(project, ref["vision"]), source(project, ref["llm"]), tokenizer, ref["num_frames"], out)
+        tokenizer.save_pretrained(out)
+        (out / ".complete").write_text(ref["md5"], encoding="utf-8")
+    return out
