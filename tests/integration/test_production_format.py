@@ -107,10 +107,14 @@ def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, 
 
 
 @pytest.mark.slow
-def test_the_lifecycle_runs_the_micro_preset_end_to_end(tmp_path):
-    """`kocap run model.preset=micro`: the same from_pretrained, assembly, stage-1, QLoRA, evaluation and
-    registry code as qwen3-8b, with Qwen's tokenizer; then the registered model captions a video."""
-    project = make_project(tmp_path, ["model.preset=micro"])
+def test_the_micro_preset_runs_the_lifecycle_and_a_fresh_clone_captions_with_it(tmp_path):
+    """`kocap run model.preset=micro`: the same from_pretrained, streamed assembly, stage-1, QLoRA,
+    evaluation and registry code as qwen3-8b, with Qwen's tokenizer. The registered version holds no
+    base: it captions in the project, in a fresh clone after `dvc pull`, and with an empty DVC cache
+    (fetched from the remote by hash)."""
+    import shutil
+
+    project = make_project(tmp_path / "project", ["model.preset=micro"])
     sh([sys.executable, "-m", "kocap.cli", "micro-preset"], project)
     sh([sys.executable, "-m", "kocap.cli", "run"], project, timeout=1500)
     assemble_report = json.loads((project / "reports/assemble.json").read_text())
@@ -122,15 +126,35 @@ def test_the_lifecycle_runs_the_micro_preset_end_to_end(tmp_path):
     assert metrics["cut_by_budget"] == metrics["samples"] and metrics["cut_share"] == 1.0  # random LLM: counted
     finetune = json.loads((project / "reports/finetune.json").read_text())
     assert finetune["grad_accum"] == 2 and finetune["steps"] > 0
-    clip = next((project / "data/raw").rglob("*.mp4"))
-    md5 = _base_md5(project)
+
+    clip, md5 = next((project / "data/raw").rglob("*.mp4")), _base_md5(project)
     _caption_ok(project, clip)
     assert (project / ".kocap-cache/base" / md5 / ".complete").exists()  # linked from this project's DVC cache
     version = _mlflow(project).get_model_version("kocap", "1")
     assert version.tags["base.md5"] == md5
-    stored = [p.name for p in Path(version.source.replace("file://", "")).rglob("*.safetensors")] \
-        if version.source.startswith("file://") else []
-    assert not any(name.startswith("model") for name in stored), f"the base was copied into MLflow: {stored}"
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    logged = [p for p in Path(mlflow.artifacts.download_artifacts("models:/kocap/1", dst_path=str(tmp_path / "dl")))
+              .rglob("*") if p.is_file()]
+    assert any(p.name == "adapter_model.safetensors" for p in logged) and any(p.name == "base_ref.json" for p in logged)
+    assert not any(p.name.startswith("model") and p.suffix == ".safetensors" for p in logged), "the base was copied"
+
+    sh(["git", "add", "-A"], project)
+    sh(["git", "-c", "user.email=t@kocap", "-c", "user.name=t", "commit", "-qm", "trained"], project)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "--local", "shared", str(project / ".dvc-remote")], clone)
+    sh([sys.executable, "-m", "dvc", "pull", "-q", "models/base"], clone)
+    (project / ".dvc/cache").rename(project / ".dvc/cache-moved")  # the registering project can no longer serve it
+    shutil.rmtree(project / ".kocap-cache", ignore_errors=True)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    _caption_ok(clone, clip, env)
+    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
+    shutil.rmtree(clone / ".kocap-cache")
+    shutil.rmtree(clone / ".dvc/cache")
+    _caption_ok(clone, clip, env)  # fetched from the DVC remote by hash
+    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
 
 
 def _base_md5(project: Path) -> str:
@@ -150,31 +174,3 @@ def _caption_ok(cwd: Path, clip: Path, env: dict | None = None) -> None:
     out = sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], cwd,
              timeout=600, env=env).stdout
     assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 0
-
-
-@pytest.mark.slow
-def test_a_fresh_clone_captions_with_the_base_from_dvc(tmp_path):
-    """The registered version holds no base; a fresh clone finds it after `dvc pull`, and with an empty
-    cache fetches it from the DVC remote."""
-    import shutil
-
-    project = make_project(tmp_path / "project", ["model.preset=micro", "stage2.epochs=1"])
-    sh([sys.executable, "-m", "kocap.cli", "micro-preset"], project)
-    sh([sys.executable, "-m", "kocap.cli", "run"], project, timeout=1500)
-    sh(["git", "add", "-A"], project)
-    sh(["git", "-c", "user.email=t@kocap", "-c", "user.name=t", "commit", "-qm", "trained"], project)
-    clone = tmp_path / "clone"
-    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "--local", "shared", str(project / ".dvc-remote")], clone)
-    sh([sys.executable, "-m", "dvc", "pull", "-q", "models/base"], clone)
-    (project / ".dvc/cache").rename(project / ".dvc/cache-moved")  # the registering project can no longer serve it
-    shutil.rmtree(project / ".kocap-cache", ignore_errors=True)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    clip = next((project / "data/raw").rglob("*.mp4"))
-    md5 = _base_md5(project)
-    _caption_ok(clone, clip, env)
-    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
-    shutil.rmtree(clone / ".kocap-cache")
-    shutil.rmtree(clone / ".dvc/cache")
-    _caption_ok(clone, clip, env)  # fetched from the DVC remote by hash
-    assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
