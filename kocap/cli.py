@@ -64,6 +64,13 @@ def run(overrides: List[str] = typer.Argument(None, help="key.sub=value, written
     """Run the lifecycle flow on Prefect: every stage that is not up to date, then push."""
     root = Path.cwd()
     setup_environment(root)
+    from .config import load_config
+
+    cfg = load_config(root / "params.yaml", list(overrides or []))  # refused params stop here, before Prefect starts
+    if cfg.data.source == "aihub" and os.environ.get("AIHUB_APIKEY"):
+        from .aihub.client import ApiKey
+
+        ApiKey(os.environ["AIHUB_APIKEY"])  # a malformed key too: refused before anything could record it
     from flows.lifecycle import lifecycle
 
     from .workspace import exclusive
@@ -122,7 +129,7 @@ def _champion_sample(root: Path) -> None:
     except Exception:  # no champion yet (the gate refused every version): say so
         typer.echo("\nno champion model yet: see reports/register.json for the gate's reasons")
         return
-    result = model.predict([str(root / clip["video_path"])]).iloc[0]
+    result = model.predict([(root / clip["video_path"]).read_bytes()]).iloc[0]
     typer.echo(f"\nchampion on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
                f"\n  reference: {clip['caption_ko']}")
 
@@ -179,9 +186,19 @@ def caption(videos: List[Path], model: Optional[str] = typer.Option(None, help="
     setup_environment(Path.cwd())
     import mlflow
 
-    result = mlflow.pyfunc.load_model(_model_uri(model)).predict([str(v) for v in videos])
-    for _, row in result.iterrows():
-        typer.echo(f"{row['video_path']}\t{'ERROR: ' + row['error'] if row['error'] else row['caption']}")
+    loaded = mlflow.pyfunc.load_model(_model_uri(model))
+    readable, lines = [], {}
+    for i, video in enumerate(videos):  # the files you name are read here and sent as bytes, as to a server
+        try:
+            readable.append((i, video.read_bytes()))
+        except OSError as exc:
+            lines[i] = f"ERROR: cannot read it ({exc.strerror or type(exc).__name__})"
+    if readable:
+        result = loaded.predict([data for _, data in readable])
+        for (i, _), (_, row) in zip(readable, result.iterrows()):
+            lines[i] = "ERROR: " + row["error"] if row["error"] else row["caption"]
+    for i, video in enumerate(videos):
+        typer.echo(f"{video}\t{lines[i]}")
 
 
 @app.command()
@@ -196,6 +213,11 @@ def lineage(uri: Optional[str] = typer.Argument(None, help="models:/NAME@ALIAS o
     name, _, ref = uri.removeprefix("models:/").partition("@")
     version = client.get_model_version_by_alias(name, ref) if ref else client.get_model_version(*name.split("/"))
     tags = dict(version.tags)
+    from .registry.register import usable
+
+    if not usable(version):
+        raise ValueError(f"{version.name} version {version.version} is incomplete (its registration was "
+                         f"interrupted): `kocap run` or `kocap stage register` completes it")
     typer.echo(f"{version.name} version {version.version} (run {tags.get('run_id')})")
     for key in sorted(tags):
         typer.echo(f"  {key} = {tags[key]}")
@@ -275,6 +297,7 @@ def _client():
     from .aihub.client import DEFAULT_BASE_URL, AIHubClient
     from .stages import RunEnv
 
+    setup_environment(Path.cwd())  # offline defaults and the project's PREFECT_HOME (the key may be a Secret block)
     env = RunEnv.from_environ()
     return AIHubClient(env.aihub_base_url() or DEFAULT_BASE_URL), env
 
@@ -336,14 +359,35 @@ def main():
     try:
         app()
     except Exception as exc:  # a clear one-line error for the user; the key never appears in messages
-        from .aihub.errors import AIHubError
+        message = user_error(exc)
+        if message is None:
+            raise
+        typer.secho(f"kocap: {message}", err=True, fg="red")
+        sys.exit(2)
 
-        from .workspace import WorkspaceBusy
 
-        if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy)):
-            typer.secho(f"kocap: {exc}", err=True, fg="red")
-            sys.exit(2)
-        raise
+def user_error(exc: Exception) -> str | None:
+    """The message for an error the user can act on (bad params, unknown model, unreachable service),
+    or None for a bug (which keeps its traceback)."""
+    from .aihub.errors import AIHubError
+    from .workspace import WorkspaceBusy
+
+    if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy)):
+        return str(exc)
+    try:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            return f"MLflow: {exc.message}"
+    except ImportError:
+        pass
+    import requests
+
+    if isinstance(exc, requests.exceptions.RequestException):
+        url = getattr(getattr(exc, "request", None), "url", None) or "the server"
+        return (f"could not reach {url.split('?')[0]} ({type(exc).__name__}): check the address "
+                f"(AIHUB_BASE_URL, MLFLOW_TRACKING_URI), your network and whether the server is up")
+    return None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ to params.yaml itself, keeping its comments, so DVC records exactly the values t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,8 +22,8 @@ class AIHubParams(_Section):
     dataset_key: str = "71849"
     base_url: str = "https://api.aihub.or.kr"
     filekeys: str = "all"
-    retries: int = Field(2, ge=0)
-    timeout_s: float = 60
+    retries: int = Field(2, ge=0, le=20)
+    timeout_s: float = Field(60, gt=0)
     keep_archives: bool = False
 
     @field_validator("dataset_key", "filekeys", mode="before")
@@ -39,7 +39,7 @@ class AIHubParams(_Section):
 
 
 class SampleParams(_Section):
-    seed: int = 7
+    seed: int = Field(7, ge=0)
     num_clips: int = Field(240, ge=2)
     val_frac: float = Field(0.15, gt=0, lt=1)
     clips_per_zip: int = Field(60, ge=1)
@@ -50,23 +50,39 @@ class SampleParams(_Section):
     part_size: int = Field(65536, ge=512)
 
 
+def _inside_project(value: str) -> str:
+    """A relative path that stays inside the project (no absolute path, no `..`)."""
+    path = Path(value)
+    if not value.strip() or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r} must be a relative path inside the project (DVC tracks it there)")
+    return value
+
+
 class DataParams(_Section):
     source: Literal["sample", "aihub"] = "sample"
-    raw_dir: str = "data/raw"
+    raw_dir: str = "data/raw"   # inside the project: DVC tracks it as the ingest stage's output
     aihub: AIHubParams = AIHubParams()
     sample: SampleParams = SampleParams()
+
+    _raw_inside = field_validator("raw_dir")(classmethod(lambda cls, v: _inside_project(v)))
 
 
 class ValidateParams(_Section):
     max_reject_frac: float = Field(0.1, ge=0, le=1)
-    min_caption_chars: int = 20
-    max_caption_chars: int = 2000
-    min_hangul_frac: float = 0.5        # share of Hangul among a caption's letters
-    max_pixels: int = 3840 * 2160       # a larger frame is refused before any decoding
-    max_duration_s: float = 3600
-    min_fps: float = 1
-    max_fps: float = 240
-    min_image_side: int = 32
+    min_caption_chars: int = Field(20, ge=1)
+    max_caption_chars: int = Field(2000, ge=1)
+    min_hangul_frac: float = Field(0.5, ge=0, le=1)   # share of Hangul among a caption's letters
+    max_pixels: int = Field(3840 * 2160, ge=1)        # a larger frame is refused before any decoding
+    max_duration_s: float = Field(3600, gt=0)
+    min_fps: float = Field(1, gt=0)
+    max_fps: float = Field(240, gt=0)
+    min_image_side: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_caption_chars > self.max_caption_chars or self.min_fps > self.max_fps:
+            raise ValueError("validate: a minimum is above its maximum (caption chars or fps)")
+        return self
 
 
 class FramesParams(_Section):
@@ -87,10 +103,10 @@ class TrainDefaults(_Section):
 
 
 class Preset(_Section):
-    vision: str          # hub id or local folder of the CLIP tower ("tiny": built from config)
-    llm: str             # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
-    image_size: int      # the tower's input size: frames are stored at this size
-    patch_size: int
+    vision: str = Field(min_length=1)  # hub id or local folder of the CLIP tower ("tiny": built from config)
+    llm: str = Field(min_length=1)     # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
+    image_size: int = Field(ge=1)      # the tower's input size: frames are stored at this size
+    patch_size: int = Field(ge=1)
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
     eval_batch_size: int = Field(16, ge=1)  # clips per generation batch: what fits beside the KV cache
@@ -100,11 +116,11 @@ class TinyLMParams(_Section):
     """The tiny preset's stand-in for a pretrained LLM: a BPE tokenizer and a small Qwen3 pre-trained on
     the training captions (text only, no video), so stage 2 starts from a model that speaks Korean."""
 
-    vocab_size: int = 2000
-    pretrain_steps: int = 300
-    lr: float = 1e-3
-    batch_size: int = 16
-    seed: int = 0
+    vocab_size: int = Field(2000, ge=300)
+    pretrain_steps: int = Field(300, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    seed: int = Field(0, ge=0)
 
 
 class ModelParams(_Section):
@@ -119,8 +135,8 @@ class ModelParams(_Section):
                            stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
                            stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32)),
     }
-    prompt: str = "이 영상을 한국어로 상세히 묘사해주세요."
-    max_length: int = 2048
+    prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)
+    max_length: int = Field(2048, ge=16)
     too_long: Literal["error", "drop"] = "error"   # a sample over max_length is never truncated
     tiny_lm: TinyLMParams = TinyLMParams()
 
@@ -147,7 +163,7 @@ class Stage1Params(_Section):
     max_length: int = Field(3584, ge=1)  # AnyRes images take up to 2,928 <image> positions at 336 px
     checkpoint_every: int = Field(50, ge=1)
     precision: Precision = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class Stage2Params(_Section):
@@ -160,32 +176,33 @@ class Stage2Params(_Section):
     checkpoint_every: int = Field(50, ge=1)
     precision: Precision = "auto"
     gradient_checkpointing: bool = True                        # on GPU
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class EvalParams(_Section):
     primary_metric: Literal["cider", "bleu_4", "meteor", "rouge_l"] = "cider"
-    max_new_tokens: int | Literal["auto"] = "auto"  # auto: the longest training caption in tokens, +25% + 16
+    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: the longest training caption in tokens, +25% + 16
     batch_size: int | None = Field(None, ge=1)      # null: the preset's eval_batch_size
-    do_sample: bool = True          # Qwen3 card, non-thinking mode: sample, do not decode greedily
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
-    repetition_penalty: float = 1.05  # the repetition guard
-    seed: int = 0
-    report_samples: int = 24        # clips shown with their frame strip in the HTML report
+    do_sample: bool = False         # deterministic (greedy + the repetition guard): the gate measures the model,
+                                    # not the dice; true = Qwen3's chat sampling (temperature, top_p, top_k)
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.8, gt=0, le=1)
+    top_k: int = Field(20, ge=1)
+    repetition_penalty: float = Field(1.05, gt=0)  # the repetition guard
+    seed: int = Field(0, ge=0)
+    report_samples: int = Field(24, ge=0)  # clips shown with their frame strip in the HTML report
 
 
 class RegistryParams(_Section):
-    model_name: str = "kocap"
-    min_improvement: float = 0.01     # the primary metric must beat the champion's by this much
-    min_unique_share: float = 0.5     # diversity: below this share of unique captions = mode collapse
+    model_name: str = Field("kocap", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a registry name: no / or @
+    min_improvement: float = Field(0.01, ge=0)   # the primary metric must beat the champion's by this much
+    min_unique_share: float = Field(0.5, ge=0, le=1)  # diversity: below this share of unique captions = collapse
 
 
 class OpsParams(_Section):
     """How the lifecycle runs as a service; no stage reads these, so changing them retrains nothing."""
 
-    work_pool: str = "local"             # the process pool that runs lifecycle and watch-aihub
+    work_pool: str = Field("local", min_length=1)  # the process pool that runs lifecycle and watch-aihub
     finetune_pool: str = ""              # "" = stage 2 inside the lifecycle; a pool name = the finetune deployment
     finetune_timeout_s: int = Field(86400, gt=0)
     watch_cron: str = "0 3 * * *"        # watch-aihub: when to look for new AI-Hub data
@@ -247,11 +264,36 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return tree
 
 
+class ParamsError(ValueError):
+    """params.yaml or an override is not usable; the message says which key and why."""
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ParamsError(f"{path} is not valid YAML ({path.name}{line}: {getattr(exc, 'problem', exc)})") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise ParamsError(f"{path} must be a mapping of sections (data, model, ...), not {type(tree).__name__}")
+    return tree or {}
+
+
+def validated(tree: dict) -> Config:
+    """The typed config, or a ParamsError listing every refused key with its reason."""
+    from pydantic import ValidationError
+
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}" for e in exc.errors()]
+        raise ParamsError("params refused (params.yaml is unchanged):\n" + "\n".join(lines)) from None
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Config:
-    """Read params.yaml (missing file = all defaults), apply overrides, validate types."""
-    path = Path(path)
-    tree = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-    return Config.model_validate(apply_overrides(tree or {}, list(overrides)))
+    """Read params.yaml (missing file = all defaults), apply overrides, validate types and ranges."""
+    return validated(apply_overrides(_read_yaml(Path(path)), list(overrides)))
 
 
 def write_overrides(path: str | Path, overrides: list[str]) -> Config:
@@ -259,14 +301,30 @@ def write_overrides(path: str | Path, overrides: list[str]) -> Config:
     from ruamel.yaml import YAML  # a DVC dependency; round-trips comments
 
     path = Path(path)
+    _read_yaml(path)  # a clear error for a syntax error, before ruamel's
     rt = YAML()
     rt.preserve_quotes = True
     tree = rt.load(path.read_text(encoding="utf-8")) if path.exists() else {}
-    cfg = Config.model_validate(apply_overrides(_plain(tree), list(overrides)))  # validate first
+    cfg = validated(apply_overrides(_plain(tree), list(overrides)))  # validate first: a refused value writes nothing
     apply_overrides(tree, list(overrides))
-    with path.open("w", encoding="utf-8") as f:
-        rt.dump(tree, f)
+    _replace_atomically(path, lambda f: rt.dump(tree, f))
     return cfg
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write a temporary file beside `path`, flush it to disk, then rename it over `path`: a failed
+    write (full disk, a file-size limit, a kill) leaves the old file whole."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _plain(node: Any) -> Any:

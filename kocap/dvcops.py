@@ -52,6 +52,51 @@ def push(root: Path, targets: list[str] | None = None) -> int:
         return repo.push(targets=targets)
 
 
+def _uncached(root: Path) -> set[str]:
+    """Outputs dvc.yaml keeps out of the cache (metrics and plots live in git)."""
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
+    return {path for s in stages.values() for kind in ("metrics", "plots", "outs") for item in s.get(kind, [])
+            if isinstance(item, dict) for path, opts in item.items() if (opts or {}).get("cache") is False}
+
+
+def recorded_objects(root: Path, paths: list[str] | None = None) -> set[str]:
+    """Every object the outputs in dvc.lock (all, or those at `paths`) need on a remote: single files,
+    `.dir` listings and each file a listing names (read from the local cache)."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) if (root / "dvc.lock").exists() else None
+    outs = [o for e in ((lock or {}).get("stages") or {}).values() for o in e.get("outs", [])]
+    hashes = {o["md5"] for o in outs if "md5" in o and o["path"] not in _uncached(root)
+              and (paths is None or o["path"] in paths)}
+    with _repo(root) as repo:
+        cache = Path(repo.cache.local.path)
+    for h in [h for h in hashes if h.endswith(".dir")]:
+        listing = cache / h[:2] / h[2:]
+        if listing.exists():
+            hashes |= {item["md5"] for item in json.loads(listing.read_text(encoding="utf-8"))}
+    return hashes
+
+
+def missing_on_remote(root: Path, paths: list[str] | None = None) -> list[str]:
+    """Objects recorded in dvc.lock that the default remote does not hold, checked object by object
+    (DVC itself trusts a `.dir` listing on the remote to mean all its files are there)."""
+    wanted = recorded_objects(root, paths)
+    with _repo(root) as repo:
+        present = set(repo.cloud.get_remote_odb().oids_exist(sorted(wanted)))
+    return sorted(wanted - present)
+
+
+def verify_remote(root: Path, paths: list[str] | None = None) -> tuple[int, list[str]]:
+    """Push again whatever the remote lacks (from the local cache); returns (re-pushed, still missing)."""
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    missing = missing_on_remote(root, paths)
+    if missing:
+        with _repo(root) as repo:  # no remote index: DVC's own (stale after a killed push) would skip them again
+            cache = repo.cache.local
+            repo.cloud.transfer(cache, repo.cloud.get_remote_odb(), [HashInfo("md5", h) for h in missing],
+                                cache_odb=cache)
+    return len(missing), missing_on_remote(root, paths) if missing else []
+
+
 def pull(root: Path, targets: list[str]) -> None:
     """Fetch outputs from the default remote and check them out, as recorded in dvc.lock."""
     with _repo(root) as repo:

@@ -34,6 +34,7 @@ def request(root: Path, name: str) -> dict:
     """Push the stage's inputs to the DVC remote; the JSON-able request a worker needs to run it."""
     inputs = input_outs(name)
     dvcops.push(root, inputs)
+    complete_on_remote(root, inputs, f"{name}'s inputs")
     upstream = {s.name: dvcops.lock_entry(root, s.name) for s in producers(name)}
     return {"stage": name, "params_yaml": (root / "params.yaml").read_text(encoding="utf-8"), "upstream": upstream,
             "git_commit": git_state(root)["git.commit"]}
@@ -58,6 +59,7 @@ def publish(root: Path, name: str, handoff_id: str, details: dict | None = None)
 
     dvcops.push(root, [name])
     stage = stages.get(name)
+    complete_on_remote(root, list(stage.outs), f"{name}'s outputs")
     use_experiment(root)
     with mlflow.start_run(run_name=f"{name}-handoff") as run:
         mlflow.set_tags({HANDOFF_TAG: handoff_id, "kocap.stage": f"{name}-handoff",
@@ -93,6 +95,15 @@ def receive(root: Path, name: str, handoff_id: str) -> str:
         raise HandoffError(f"the worker's {name} result does not match this workspace (other code, params or data): "
                            f"run `dvc status {name}`; handoff run {run_id}")
     return run_id
+
+
+def complete_on_remote(root: Path, paths: list[str], what: str) -> None:
+    """The remote holds every object of `paths` (pushing again what a killed push left out), or a clear error."""
+    repushed, missing = dvcops.verify_remote(root, paths)
+    if missing:
+        raise HandoffError(f"the DVC remote lacks {len(missing)} object(s) of {what} even after pushing them again "
+                           f"(first: {missing[0]}): check the remote (`dvc remote list`, access, free space); "
+                           "the other machine would pull an incomplete copy")
 
 
 def producers(name: str) -> list[stages.Stage]:

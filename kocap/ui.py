@@ -36,8 +36,8 @@ def start(root: Path, prefect_port: int = 4200, mlflow_port: int = 5000, timeout
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(root / ".prefect"))}
     env.pop("PREFECT_API_URL", None)  # the server itself is not a client of another server
-    prefect = _spawn([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-                     root, env, "prefect")
+    # Prefect's app behind a Host check, CORS limited to its own origin (ui_server.py)
+    prefect = _spawn([sys.executable, "-m", "kocap.ui_server", "--port", str(prefect_port)], root, env, "prefect")
     mlflow = _spawn([str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
                      "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                      "--default-artifact-root", (root / "mlruns").as_uri(), "--workers", "1"], root, env, "mlflow")

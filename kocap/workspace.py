@@ -45,8 +45,44 @@ def exclusive(root: Path, wait_s: float = 0):
     handle.flush()
     _HELD.add(key)
     try:
+        reap_orphaned_servers(os.environ.get("PREFECT_HOME", str(key / ".prefect")))
         yield
     finally:
         _HELD.discard(key)
+        handle.seek(0)
+        handle.truncate()  # the file names the live owner only
+        handle.flush()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def reap_orphaned_servers(prefect_home: str) -> list[int]:
+    """Stop the temporary Prefect servers a killed kocap run left behind: processes started as this
+    project's ephemeral server (PREFECT__SERVER_EPHEMERAL with this PREFECT_HOME) whose parent is gone.
+    Linux only (/proc); elsewhere nothing is reaped."""
+    import signal
+
+    reaped = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = dict(v.split("=", 1) for v in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                       if "=" in v)
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get("PREFECT__SERVER_EPHEMERAL") != "1" or env.get("PREFECT_HOME") != str(prefect_home):
+            continue
+        if ppid == 1 or not Path(f"/proc/{ppid}").exists() or not _is_python(ppid):
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+                reaped.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return reaped
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

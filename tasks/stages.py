@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import CachePolicy
 
-from kocap import dvcops, stages
+from kocap import dvcops, faults, stages
 from kocap.config import load_config
 
 
@@ -34,6 +34,7 @@ def _run(name: str, root: str) -> dict:
     if skipped := _skipped(project, name):
         return skipped
     result = stages.run_stage(name, load_config(project / "params.yaml"), project, stages.RunEnv.from_environ())
+    faults.point(f"after-stage:{name}")  # tests: a kill between a stage's outputs and its DVC commit
     dvcops.commit(project, name)
     log.info("%s done; outputs committed to DVC", name)
     return {"stage": name, "ran": True, "result": _summary(result)}
@@ -88,5 +89,10 @@ ON_POOL_TASKS = {"finetune": task(_on_pool, name="finetune-on-pool", cache_polic
 def push(root: str) -> int:
     """Send the outputs to the DVC remote, so another machine can `dvc pull` exactly this data."""
     n = dvcops.push(Path(root))
-    get_run_logger().info("dvc push: %d file(s) sent", n)
-    return n
+    repushed, missing = dvcops.verify_remote(Path(root))  # object by object: a killed push leaves holes DVC misses
+    if missing:
+        raise RuntimeError(f"the DVC remote still lacks {len(missing)} object(s) after pushing (first: {missing[0]}): "
+                           "check the remote's access and free space, then `kocap run` again")
+    get_run_logger().info("dvc push: %d file(s) sent, %d missing one(s) pushed again; the remote holds every output",
+                          n, repushed)
+    return n + repushed

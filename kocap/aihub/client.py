@@ -10,6 +10,7 @@ text body, mapped here to errors that say what to do. The key travels only in th
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -29,6 +30,9 @@ OUTDATED = "신규 버전"
 UNKNOWN = "페이지가 존재하지 않습니다"
 
 
+KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no whitespace: what a key can hold
+
+
 class ApiKey:
     """The AI-Hub key; its repr and str never show it, so it cannot leak through logs or errors."""
 
@@ -37,6 +41,8 @@ class ApiKey:
     def __init__(self, value: str):
         if not value or not value.strip():
             raise errors.MissingKeyError()
+        if not KEY_CHARS.fullmatch(value.strip()):  # checked before any use: an HTTP library would echo it
+            raise errors.MalformedKeyError()
         self._value = value.strip()
 
     def reveal(self) -> str:
@@ -83,7 +89,7 @@ class AIHubClient:
 
     def check_key(self) -> None:
         """POST /api/keyValidate.do; raises InvalidKeyError when the server says login fail."""
-        resp = self.session.post(f"{self.base_url}/api/keyValidate.do", headers=self._auth(), timeout=self.timeout_s)
+        resp = self._send("POST", f"{self.base_url}/api/keyValidate.do", headers=self._auth())
         try:
             code = int(resp.json().get("code", resp.status_code))
         except ValueError:
@@ -99,7 +105,7 @@ class AIHubClient:
         """Yield (raw byte stream, Content-Length or None) of the tar for `filekeys` (None = all)."""
         sn = "all" if filekeys is None else ",".join(filekeys)
         url = f"{self.base_url}/down/{PROTOCOL}/{dataset_key}.do"
-        resp = self.session.get(url, params={"fileSn": sn}, headers=self._auth(), stream=True, timeout=self.timeout_s)
+        resp = self._send("GET", url, params={"fileSn": sn}, headers=self._auth(), stream=True)
         try:
             if resp.status_code != 200 or "text" in resp.headers.get("Content-Type", ""):
                 raise_for_answer(resp.status_code, resp.text, dataset_key)
@@ -115,8 +121,17 @@ class AIHubClient:
             raise errors.MissingKeyError()
         return {"apikey": self.api_key.reveal()}
 
+    def _send(self, method: str, url: str, **kwargs):
+        """One request; a low-level error that could quote the key header becomes one that does not."""
+        try:
+            return self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+        except requests.exceptions.InvalidHeader:
+            raise errors.MalformedKeyError() from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise errors.UnreachableError(self.base_url, type(exc).__name__) from None
+
     def _get_text(self, path: str) -> str:
-        resp = self.session.get(f"{self.base_url}{path}", timeout=self.timeout_s)
+        resp = self._send("GET", f"{self.base_url}{path}")
         resp.encoding = "utf-8"
         if resp.status_code not in (200, 502):  # 502 often carries a perfectly good body
             raise errors.AIHubError(f"AI-Hub answered HTTP {resp.status_code} for {path}")

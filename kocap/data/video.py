@@ -26,6 +26,15 @@ class VideoInfo:
     duration_s: float
 
 
+def check_limits(info: VideoInfo, limits) -> None:
+    """The media limits training applies (validate params: fps range, duration), for one probed video;
+    the validation gate checks the same numbers on the manifest with Great Expectations."""
+    if not limits.min_fps <= info.fps <= limits.max_fps:
+        raise VideoError(f"{info.fps:.1f} fps outside {limits.min_fps}-{limits.max_fps}")
+    if not 0.05 <= info.duration_s <= limits.max_duration_s:
+        raise VideoError(f"duration {info.duration_s:.1f} s outside 0.05-{limits.max_duration_s} s")
+
+
 def sample_indices(n_frames: int, k: int, short_clip: str = "pad") -> list[int]:
     """k uniform frame indices: `linspace(0, n-1, k)` rounded (LLaVA-NeXT, LLaMA-Factory, ms-swift).
 

@@ -39,6 +39,26 @@ def cider(references: list[list[str]], predictions: list[str]) -> float:
     return float(Cider().compute_score(*_coco(references, predictions))[0])
 
 
+def clip_scores(references: list[list[str]], predictions: list[str], metric: str) -> tuple[float, list[float]]:
+    """(corpus score, per-clip scores) of one metric on morphemes: what a paired comparison resamples."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _coco(references, predictions)
+    if metric.startswith("bleu_"):
+        corpus, per_clip = Bleu(4).compute_score(gts, res, verbose=0)
+        n = int(metric.split("_")[1]) - 1
+        return float(corpus[n]), [float(x) for x in per_clip[n]]
+    if metric == "meteor":
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        corpus, per_clip = Meteor().compute_score(gts, res)
+    else:
+        corpus, per_clip = {"cider": Cider, "rouge_l": Rouge}[metric]().compute_score(gts, res)
+    return float(corpus), [float(x) for x in per_clip]
+
+
 def caption_metrics(references: list[list[str]], predictions: list[str], meteor: bool = True) -> dict[str, float]:
     """BLEU-1..4, METEOR (if Java is present), ROUGE-L and CIDEr-D on morphemes."""
     from pycocoevalcap.bleu.bleu import Bleu

@@ -5,12 +5,18 @@ new version with alias `challenger`, and promote it to `champion` only through t
     kocap promote VERSION --force --reason TEXT     # the logged manual override
     kocap lineage models:/kocap@champion
 
-Gate: validation passed, the primary metric beats the current champion's by
-`registry.min_improvement`, the unique-caption share is at least `registry.min_unique_share`, and
-grounding is positive. The decision and its reasons are stored as version tags.
+Gate (gate.py): validation passed; on the same, current validation clips the challenger beats the
+champion by more than the noise (paired bootstrap); the unique-caption share is at least
+`registry.min_unique_share`; grounding is positive. The decision, its reasons and both scores are
+version tags.
+
+Crash-safe: a version is created already tagged with its registration key and `kocap.state=incomplete`;
+a rerun (after a kill at any point) finds it by key and completes it instead of registering another;
+an incomplete version is never the gate's champion and cannot be promoted.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -18,24 +24,88 @@ from pathlib import Path
 from ..config import Config
 from ..io import write_json
 from ..train.finetune import OUT as FINETUNE
-from ..train.tracking import mlflow_run
+from .. import faults
+from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
+from .gate import gate
 from .lineage import aihub_snapshot, dvc_hashes, git_state
 
 REPORT = "reports/register.json"
 DATASETS = {"manifest": "data/manifest.parquet", "validated": "data/validated", "frames": "data/frames"}
 
 
+KEY, STATE = "kocap.key", "kocap.state"  # what a version was registered from; incomplete until its last step
+INPUTS = ("models/base", "models/finetune", "data/manifest.parquet", "data/validated", "data/frames")
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be read or holds a version that cannot be used."""
+
+
 def run(cfg: Config, root: Path, env=None) -> dict:
-    import mlflow
+    """Register (or, after a crash, complete) the version for these inputs; a rerun never adds another."""
     from mlflow import MlflowClient
 
     metrics = json.loads((root / "reports/metrics.json").read_text(encoding="utf-8"))
     validation = json.loads((root / "reports/validate.json").read_text(encoding="utf-8"))
     hashes = dvc_hashes(root)
+    client, name = MlflowClient(), cfg.registry.model_name
+    key = registration_key(cfg, metrics, validation, hashes)
+    version = find_version(client, name, key) or create_version(cfg, root, metrics, hashes, key)
+    if version.tags.get(STATE) != "complete":
+        complete(client, cfg, root, version, metrics, validation, hashes)
+    report = report_of(client.get_model_version(name, version.version))
+    write_json(root / REPORT, report)
+    return report
+
+
+def registration_key(cfg: Config, metrics: dict, validation: dict, hashes: dict) -> str:
+    """What makes two registrations the same: the model and data hashes, the scores and the params."""
+    blob = json.dumps([{p: hashes.get(p) for p in INPUTS}, metrics, validation, cfg.section("registry"),
+                       cfg.section("eval"), cfg.section("model")], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def find_version(client, name: str, key: str):
+    """The version an earlier (perhaps killed) registration of the same inputs created, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.`{KEY}` = '{key}'")
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def create_version(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str):
+    """Log the pyfunc model (or reuse the one a killed run logged) and create its version, tagged with
+    the key and `incomplete` in the same call: a kill at any point leaves something a rerun can find."""
+    import mlflow
+
+    model_uri = _logged_model(key) or log_model(cfg, root, metrics, hashes, key)
+    faults.point("register.logged")
+    version = mlflow.register_model(model_uri, cfg.registry.model_name, tags={KEY: key, STATE: "incomplete"})
+    faults.point("register.created")
+    return version
+
+
+def _logged_model(key: str) -> str | None:
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list",
+                              filter_string=f"tags.`{KEY}` = '{key}' and attributes.status = 'FINISHED'")
+    uris = [r.data.tags.get("kocap.model_uri") for r in runs if r.data.tags.get("kocap.model_uri")]
+    return uris[0] if uris else None
+
+
+def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) -> str:
+    import mlflow
+
     tags = {**git_state(root), **aihub_snapshot(root)}
-    with mlflow_run(cfg, "register", root) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags(tags)
+    with mlflow_run(cfg, "register", root), tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({**tags, KEY: key})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         mlflow.log_dict({"dvc": hashes, **tags}, "lineage.json")
         for name, path in DATASETS.items():
@@ -49,19 +119,43 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,
                                        artifacts={"adapter": str(root / FINETUNE / "adapter"), "config": str(config),
                                                   "base_ref": str(base)})
-    client = MlflowClient()
-    version = mlflow.register_model(info.model_uri, cfg.registry.model_name).version
-    name = cfg.registry.model_name
-    client.set_registered_model_alias(name, "challenger", version)
-    for key, value in {**tags, **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
-                       "metric.primary": str(metrics["primary"]), "run_id": run.info.run_id,
-                       "base.md5": hashes[base_ref.BASE]}.items():
-        client.set_model_version_tag(name, version, key, value)
-    promote, reasons = gate(metrics, validation, champion_metric(client, name), cfg)
-    decide(client, name, version, promote, reasons)
-    report = {"model": name, "version": int(version), "promoted": promote, "reasons": reasons}
-    write_json(root / REPORT, report)
-    return report
+        mlflow.set_tag("kocap.model_uri", info.model_uri)
+    return info.model_uri
+
+
+def complete(client, cfg: Config, root: Path, version, metrics: dict, validation: dict, hashes: dict) -> None:
+    """Tags, lineage, the challenger alias, the gate's decision, then `complete`: each step idempotent."""
+    name, number = cfg.registry.model_name, version.version
+    run_id = client.get_run(_run_of(client, version)).info.run_id
+    tags = {**git_state(root), **aihub_snapshot(root), **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
+            "metric.primary": str(metrics["primary"]), "run_id": run_id, "base.md5": hashes[base_ref.BASE]}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, number, key, value)
+    client.set_registered_model_alias(name, "challenger", number)
+    decided = client.get_model_version(name, number).tags.get("kocap.decision")
+    if decided is None:  # a rerun after a kill past the decision keeps it
+        champion = current_champion(client, name)
+        comparison = None if champion is None else compare_with_champion(client, cfg, root, champion, hashes)
+        promote, reasons = gate(metrics, validation, comparison, cfg)
+        for key, value in (comparison.tags() if comparison else {}).items():
+            client.set_model_version_tag(name, number, key, value)
+        decide(client, name, number, promote, reasons)
+    elif decided == "champion":
+        client.set_registered_model_alias(name, "champion", number)
+    client.set_model_version_tag(name, number, STATE, "complete")
+
+
+def _run_of(client, version) -> str:
+    if version.run_id:
+        return version.run_id
+    raise RegistryError(f"model version {version.version} has no run: it was not registered by kocap")
+
+
+def report_of(version) -> dict:
+    tags = version.tags
+    return {"model": version.name, "version": int(version.version), "promoted": tags.get("kocap.decision") == "champion",
+            "reasons": [r for r in tags.get("kocap.reasons", "").split("; ") if r],
+            "comparison": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")} or None}
 
 
 def served_config(cfg: Config, metrics: dict) -> Config:
@@ -79,45 +173,70 @@ def _dataset(root: Path, name: str, path: str, digest: str):
     return MetaDataset(source=source, name=name, digest=digest[:36])
 
 
-def champion_metric(client, name: str) -> float | None:
+def _not_found(exc) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+
+
+def current_champion(client, name: str):
+    """The champion version; None only when there is none. A registry that cannot be read fails the stage
+    (a transient error must never look like "no champion": that would crown any challenger)."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        return float(client.get_model_version_by_alias(name, "champion").tags["metric.primary"])
-    except Exception:  # no champion yet
-        return None
+        champion = client.get_model_version_by_alias(name, "champion")
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise RegistryError(f"could not read the champion of {name!r} from MLflow: {exc.message}") from exc
+    if not usable(champion):
+        raise RegistryError(f"the champion alias of {name!r} points at version {champion.version}, whose registration "
+                            f"never completed: promote a complete version with `kocap promote N --force --reason ...`")
+    return champion
 
 
-def gate(metrics: dict, validation: dict, champion: float | None, cfg: Config) -> tuple[bool, list[str]]:
-    """Whether a challenger becomes champion, and why (every failed condition is listed)."""
-    r, reasons = cfg.registry, []
-    primary, name = metrics["primary"], metrics["primary_metric"]
-    if validation.get("reject_frac", 1) > cfg.validate_.max_reject_frac or 0 in validation.get("kept_by_split", {}).values():
-        reasons.append("validation did not pass")
-    if champion is not None and primary < champion + r.min_improvement:
-        reasons.append(f"{name} {primary:.4f} does not beat the champion's {champion:.4f} by {r.min_improvement}")
-    if metrics["unique_share"] < r.min_unique_share:
-        reasons.append(f"unique-caption share {metrics['unique_share']:.2f} below {r.min_unique_share} (mode collapse)")
-    if metrics["grounding"] <= 0:
-        reasons.append(f"grounding {metrics['grounding']:.4f} is not positive: captions do not depend on the video")
-    if not reasons:
-        reasons.append(f"{name} {primary:.4f} " + (f"beats the champion's {champion:.4f}" if champion is not None
-                                                   else "(first champion)"))
-        return True, reasons
-    return False, reasons
+def usable(version) -> bool:
+    """Complete (or registered before kocap tracked completeness, with its metric tag)."""
+    state = version.tags.get(STATE)
+    return state == "complete" or (state is None and "metric.primary" in version.tags)
+
+
+def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dict):
+    """The champion and the challenger scored on the same, current validation clips."""
+    import pandas as pd
+
+    from ..train.finetune import training_rows
+    from .champion import champion_captions
+    from .gate import compare
+
+    val = training_rows(root, "val")
+    ours = pd.read_parquet(root / "reports/predictions.parquet").set_index("sample_id").loc[val["sample_id"], "prediction"]
+    val_set = hashlib.sha256(json.dumps([val["sample_id"].tolist(), val["caption_ko"].tolist(),
+                                         hashes.get("data/frames")], ensure_ascii=False).encode()).hexdigest()[:16]
+    theirs = champion_captions(cfg, root, champion, val, val_set)
+    return compare([[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric,
+                   champion.version, val_set)
 
 
 def decide(client, name: str, version: str, promote: bool, reasons: list[str], manual: bool = False) -> None:
-    client.set_model_version_tag(name, version, "kocap.decision", "champion" if promote else "challenger")
+    """Reasons, then the decision tag, then the alias: a rerun after a kill between them keeps the decision."""
     client.set_model_version_tag(name, version, "kocap.reasons", "; ".join(reasons))
     client.set_model_version_tag(name, version, "kocap.manual_override", str(manual).lower())
+    client.set_model_version_tag(name, version, "kocap.decision", "champion" if promote else "challenger")
+    faults.point("register.decided")
     if promote:
         client.set_registered_model_alias(name, "champion", version)
 
 
 def force_promote(name: str, version: str, reason: str) -> None:
-    """`kocap promote VERSION --force --reason TEXT`: the logged manual override."""
+    """`kocap promote VERSION --force --reason TEXT`: the logged manual override (complete versions only)."""
     from mlflow import MlflowClient
 
     if not reason.strip():
         raise ValueError("a manual promotion needs --reason")
-    decide(MlflowClient(), name, version, True, [f"manual override: {reason}"], manual=True)
-
+    client = MlflowClient()
+    target = client.get_model_version(name, version)
+    if not usable(target):
+        raise RegistryError(f"version {version} of {name!r} is incomplete (its registration was interrupted); run "
+                            f"`kocap run` (or `kocap stage register`) to complete it before promoting it")
+    decide(client, name, version, True, [f"manual override: {reason}"], manual=True)

@@ -6,10 +6,13 @@ a SQLite file in the project); nothing secret is ever logged (the config holds n
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import statistics
 from pathlib import Path
 from typing import Callable
 
+from .. import faults
 from ..config import Config
 
 EXPERIMENT = "kocap"
@@ -37,11 +40,40 @@ def mlflow_run(cfg: Config, stage: str, root: Path):
     import mlflow
 
     use_experiment(root)
+    close_orphaned_runs()
     with mlflow.start_run(run_name=stage) as run:
-        mlflow.set_tag("kocap.stage", stage)
+        mlflow.set_tags({"kocap.stage": stage, "kocap.pid": str(os.getpid()), "kocap.host": socket.gethostname()})
+        faults.point(f"in-run:{stage}")  # tests: a kill while the MLflow run is open
         params = flat(cfg.model_dump(by_alias=True, mode="json"))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         yield run
+
+
+def close_orphaned_runs() -> list[str]:
+    """Mark as KILLED the kocap runs still RUNNING whose process on this host is gone (a kill -9)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client, closed = MlflowClient(), []
+    for run in mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="attributes.status = 'RUNNING'",
+                                  output_format="list"):
+        tags = run.data.tags
+        if tags.get("kocap.host") == socket.gethostname() and "kocap.pid" in tags and not _alive(int(tags["kocap.pid"])):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def log_step(step: int, metrics: dict) -> None:

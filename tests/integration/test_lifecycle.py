@@ -81,10 +81,22 @@ def test_the_registered_model_carries_its_lineage_and_captions(project):
     out = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), str(project / "missing.mp4"),
                str(project / "params.yaml")], project).stdout.strip().splitlines()
     assert len(out) == 3 and "ERROR" not in out[0] and any("\uac00" <= ch <= "\ud7a3" for ch in out[0])
-    assert "file not found" in out[1] and "not a readable video" in out[2]
+    assert "cannot read it" in out[1] and "not a readable video" in out[2]
 
 
-def test_the_served_model_answers_invocations(project):
+def _long_clip(seconds: int) -> bytes:
+    """A valid mp4 of `seconds` at 1 fps (tiny frames): a two-hour clip in a few hundred kB."""
+    import numpy as np
+
+    from kocap.data.video import encode_mp4
+
+    return encode_mp4(np.zeros((seconds, 32, 32, 3), np.uint8), fps=1)
+
+
+def test_the_served_model_is_a_narrow_surface(project):
+    """Bytes in, captions out; paths are not read (and a probe cannot tell which files exist); media
+    limits as in training; one bad item never fails the batch; refusals are kocap's 400 without a trace."""
+    import base64
     import socket
     import urllib.error
     import urllib.request
@@ -95,9 +107,16 @@ def test_the_served_model_answers_invocations(project):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    env.pop("KOCAP_SERVE_ROOT", None)
     server = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/kocap@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=project, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ask(columns, rows):
+        body = json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=300).read())["predictions"]
+
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -106,19 +125,23 @@ def test_the_served_model_answers_invocations(project):
                 break
             except OSError:
                 time.sleep(1)
-        clip = str(next((project / "data/raw").rglob("*.mp4")))
-        body = json.dumps({"dataframe_split": {"columns": ["video_path"], "data": [[clip], ["/nope.mp4"]]}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(req, timeout=120).read())["predictions"]
+        clip = next((project / "data/raw").rglob("*.mp4"))
+        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+        answer = ask(["video_b64"], [[b64(clip.read_bytes())], ["not base64 at all!"], [b64(b"just text")],
+                                     [b64(_long_clip(7200))]])
         assert answer[0]["caption"] and answer[0]["error"] == ""
-        assert answer[1]["caption"] == "" and "file not found" in answer[1]["error"]
-        for rows, message in (([], "no videos given"), ([[clip]] * 65, "at most 64")):
-            body = json.dumps({"dataframe_split": {"columns": ["video_path"], "data": rows}}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
-                                         {"Content-Type": "application/json"})
+        assert "not valid base64" in answer[1]["error"] and "not a readable video" in answer[2]["error"]
+        assert "duration 7200.0 s outside" in answer[3]["error"]  # validate.max_duration_s, as in training
+        assert all("/tmp" not in a["error"] for a in answer)
+        probes = ask(["video_path"], [["/root/.ssh/id_rsa"], ["/root/.bashrc"], ["x" * 100_000], [str(clip)]])
+        assert len({p["error"] for p in probes[:2]}) == 1 and "not read by this server" in probes[0]["error"]
+        assert all(p["caption"] == "" and p["error"] for p in probes)  # a 100,000-character path fails only itself
+        for rows, message in (([], "no videos given"), ([[b64(b"x")]] * 65, "at most 64")):
             with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(req, timeout=120)
-            assert message in refused.value.read().decode()
+                ask(["video_b64"], rows)
+            body = refused.value.read().decode()
+            assert refused.value.code == 400 and message in body
+            assert "Traceback" not in body and "stack_trace" not in body and str(project) not in body
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -188,6 +188,31 @@ def _kill_after_first_checkpoint(worker: subprocess.Popen, folder: Path, done: t
     done.set()
 
 
+def _answer(url: str, headers: dict, method: str = "GET") -> tuple[int, dict]:
+    import urllib.error
+
+    req = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_the_prefect_ui_answers_only_its_own_origin_and_host(ops):
+    """A web page elsewhere cannot drive the API (deployments a local worker runs): no CORS grant for
+    another origin, and a DNS-rebinding request (another Host) is refused."""
+    api = ops["servers"].prefect + "/api/deployments/filter"
+    port = ops["servers"].prefect.rsplit(":", 1)[1]
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    status, headers = _answer(api, {"Origin": "http://evil.example", **preflight}, "OPTIONS")
+    assert status == 400 and "access-control-allow-origin" not in headers
+    status, headers = _answer(api, {"Origin": ops["servers"].prefect, **preflight}, "OPTIONS")
+    assert status == 200 and headers["access-control-allow-origin"] == ops["servers"].prefect
+    assert _answer(ops["servers"].prefect + "/api/health", {"Host": f"evil.example:{port}"})[0] == 400
+    assert _answer(ops["servers"].prefect + "/api/health", {})[0] == 200
+
+
 def test_ui_stop_stops_both_servers(ops):
     project, servers = ops["project"], ops["servers"]
     assert "prefect" in sh([sys.executable, "-m", "kocap.cli", "ui", "status"], project).stdout

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -34,7 +38,7 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "num_clips: 30" in text and "# video clips (train + validation)" in text
     assert load_config(path).data.sample.num_clips == 30
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match="num_clips"):
         write_overrides(path, ["data.sample.num_clips=-1"])
     assert load_config(path).data.sample.num_clips == 30  # nothing written on a refused override
 
@@ -57,3 +61,42 @@ def test_runenv_reads_the_key_only_from_its_environment():
     env = stages.RunEnv({"AIHUB_APIKEY": "k-123", "AIHUB_BASE_URL": "http://127.0.0.1:9"})
     assert env.aihub_key().reveal() == "k-123" and env.aihub_base_url() == "http://127.0.0.1:9"
     assert "k-123" not in repr(env.aihub_key())
+
+
+BAD = ["stage2.lr=-1", "stage2.epochs=-1", "stage2.epochs=0", "stage2.batch_size=0", "stage2.lora_r=0",
+       "stage1.grad_accum=0", "eval.temperature=-1", "eval.top_p=5", "eval.top_p=0", "eval.max_new_tokens=-5",
+       "model.max_length=0", "registry.model_name=", "registry.model_name=a/b", "data.raw_dir=/etc",
+       "data.raw_dir=../elsewhere", "validate.max_reject_frac=2", "registry.min_unique_share=1.5",
+       "eval.top_k=0", "model.prompt="]
+
+
+@pytest.mark.parametrize("override", BAD)
+def test_every_out_of_range_param_is_refused_before_anything_is_written(tmp_path, override):
+    path = tmp_path / "params.yaml"
+    before = (REPO / "params.yaml").read_text(encoding="utf-8")
+    path.write_text(before, encoding="utf-8")
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=key.replace(".", "\\.")):
+        write_overrides(path, [override])
+    assert path.read_text(encoding="utf-8") == before
+
+
+def test_a_yaml_syntax_error_is_a_clear_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: [sample\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"not valid YAML \(params.yaml line 3"):
+        load_config(path)
+
+
+def test_a_failed_write_leaves_params_yaml_whole(tmp_path):
+    """A file-size limit below params.yaml's size (`ulimit -f 2`: 2 KiB) makes the write fail midway."""
+    path = tmp_path / "params.yaml"
+    before = (REPO / "params.yaml").read_text(encoding="utf-8")
+    path.write_text(before, encoding="utf-8")
+    assert len(before.encode()) > 2048
+    code = f"from kocap.config import write_overrides; write_overrides({str(path)!r}, ['stage2.epochs=3'])"
+    proc = subprocess.run(["bash", "-c", f"ulimit -f 2; exec {sys.executable} -c \"{code}\""],
+                          capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode != 0 and "File too large" in proc.stderr
+    assert path.read_text(encoding="utf-8") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temporary file left beside it

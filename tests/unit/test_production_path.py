@@ -97,3 +97,16 @@ def test_stage1_images_over_their_max_length_follow_the_too_long_policy(base, tm
     assert len(items) == 1 and dropped == 1  # the AnyRes grid of the large one needs more positions: counted
     with pytest.raises(SampleTooLong, match="large"):
         align.image_items(load_config("params.yaml", ["stage1.max_length=300"]), tmp_path, tok, model)
+
+
+def test_greedy_captions_do_not_depend_on_the_batch_or_the_seed(base):  # noqa: F811
+    from kocap.train.video_lm import generate
+
+    _, tok, _, _, model = base
+    model.eval()
+    feats = torch.randn(3, video_tokens(model.config, 8), model.config.vision_config.hidden_size)
+    run = lambda f, seed=0: generate(model, tok, f, "묘사해주세요.", 12, 512, do_sample=False, seed=seed)[0]  # noqa: E731
+    together = run(feats)
+    assert [run(feats[i : i + 1])[0] for i in range(3)] == together              # alone = in a batch
+    assert len(set(run(feats[:1].repeat(8, 1, 1)))) == 1                          # 8 copies, one caption
+    assert run(feats, seed=5) == together                                         # the seed changes nothing

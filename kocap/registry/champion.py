@@ -1,0 +1,49 @@
+"""The champion's captions for the current validation set, so the gate compares on the same clips.
+
+Made once per (champion version, validation set) and cached in `.kocap-cache/champion/`: the set
+changes when new data lands, and then the champion is re-captioned rather than trusted on its old
+number. With the same frames and preset as now, the cached tower features are reused; otherwise the
+champion decodes the validation videos with its own frame settings.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..io import write_json
+
+log = logging.getLogger(__name__)
+CACHE = ".kocap-cache/champion"
+
+
+def champion_captions(cfg: Config, root: Path, champion, val, val_set: str) -> list[str]:
+    path = root / CACHE / f"{champion.name}-v{champion.version}-{val_set}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    import mlflow
+
+    log.info("captioning validation set %s with champion v%s (once; cached)", val_set, champion.version)
+    captioner = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}").unwrap_python_model().captioner
+    captions = _caption(captioner, cfg, root, val)
+    write_json(path, captions)
+    return captions
+
+
+def _caption(captioner, cfg: Config, root: Path, val) -> list[str]:
+    theirs = captioner.cfg
+    if theirs.section("frames") == cfg.section("frames") and theirs.model.chosen == cfg.model.chosen:
+        from ..train.features import FeatureStore
+
+        features = FeatureStore(captioner.model, root).get(val)
+        return captioner.caption_features(features, seed=theirs.eval.seed)
+    import pandas as pd
+
+    from ..data.validate import CLIPS_OUT
+
+    paths = pd.read_parquet(root / CLIPS_OUT).set_index("sample_id").loc[val["sample_id"], "video_path"]
+    frames = np.stack([captioner.frames(root / p) for p in paths])
+    return captioner.caption_frames(frames)
