@@ -324,7 +324,7 @@ def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
                    retries: int = 2, keep_archives: bool = False):
     """Download filekeys (merged, verified and extracted) into OUT."""
     from .aihub.download import fetch, unpack
-    from .aihub.errors import IncompleteDownloadError
+    from .aihub.errors import IncompleteDownloadError, TransferError, UnsafeArchiveError
 
     _logging()
     client, env = _client()
@@ -334,11 +334,16 @@ def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
         wanted = {k.strip() for k in filekeys.split(",")}
         files = [f for f in files if f.filekey in wanted]
     result = fetch(client, key, files, out, retries)
-    for filekey, path in result.landed.items():
-        unpacked = unpack(path, path.with_suffix(""), out / "conflicts" / filekey, keep_archives)
+    refused = dict(result.failed)
+    for filekey, path in result.landed.items():  # every good archive is extracted, whatever others did
+        try:
+            unpacked = unpack(path, path.with_suffix(""), out / "conflicts" / filekey, keep_archives)
+        except (UnsafeArchiveError, TransferError) as exc:
+            refused[filekey] = str(exc)
+            continue
         typer.echo(f"landed {filekey}: {path.with_suffix('') if unpacked else path}")
-    if result.failed:
-        raise IncompleteDownloadError(result.failed)
+    if refused:
+        raise IncompleteDownloadError(refused)
 
 
 @aihub_app.command("emulate")
@@ -370,9 +375,12 @@ def user_error(exc: Exception) -> str | None:
     """The message for an error the user can act on (bad params, unknown model, unreachable service),
     or None for a bug (which keeps its traceback)."""
     from .aihub.errors import AIHubError
+    from .registry.base_ref import BaseNotFound
     from .workspace import WorkspaceBusy
 
-    if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy)):
+    if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy, BaseNotFound)):
+        return str(exc)
+    if type(exc).__name__ == "RegistryError":  # kocap.registry.register (imported lazily: it pulls in MLflow)
         return str(exc)
     try:
         from mlflow.exceptions import MlflowException

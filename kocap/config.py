@@ -23,6 +23,7 @@ class AIHubParams(_Section):
     base_url: str = "https://api.aihub.or.kr"
     filekeys: str = "all"
     retries: int = Field(2, ge=0, le=20)
+    max_failed_frac: float = Field(0.25, ge=0, le=1)  # filekeys that may fail (quarantined) before ingest stops
     timeout_s: float = Field(60, gt=0)
     keep_archives: bool = False
 
@@ -58,11 +59,27 @@ def _inside_project(value: str) -> str:
     return value
 
 
+class ImagesParams(_Section):
+    """Where stage 1's Korean image-caption pairs come from (kocap/data/images.py)."""
+
+    source: Literal["sample", "coco", "imagefolder"] = "sample"
+    captions: str = ""        # coco: the caption JSON; imagefolder: the folder holding metadata.jsonl
+    folder: str = ""          # coco: the image folder ("" = the caption file's folder)
+    caption_field: str = "caption"  # imagefolder: the metadata.jsonl field with the caption
+
+    @model_validator(mode="after")
+    def _located(self):
+        if self.source != "sample" and not self.captions:
+            raise ValueError(f"data.images.captions must name the {self.source} caption file or folder")
+        return self
+
+
 class DataParams(_Section):
     source: Literal["sample", "aihub"] = "sample"
     raw_dir: str = "data/raw"   # inside the project: DVC tracks it as the ingest stage's output
     aihub: AIHubParams = AIHubParams()
     sample: SampleParams = SampleParams()
+    images: ImagesParams = ImagesParams()
 
     _raw_inside = field_validator("raw_dir")(classmethod(lambda cls, v: _inside_project(v)))
 
@@ -155,6 +172,7 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: bf16 on sm_80+, fp1
 
 
 class Stage1Params(_Section):
+    enabled: bool = True            # false: stage 2 starts from the assembled (fresh) projector; lineage says so
     epochs: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0)            # null: the preset's (model.presets.NAME.stage1)
     batch_size: int | None = Field(None, ge=1)

@@ -68,7 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="ingest",
         run="kocap.data.ingest:run",
-        deps=("kocap/aihub", "kocap/sample", "kocap/data/ingest.py"),
+        deps=("kocap/aihub", "kocap/sample", "kocap/data/ingest.py", "kocap/data/images.py"),
         params=("data",),
         outs=("data/raw", "data/manifest.parquet", "data/images.parquet", "data/rejects/ingest.parquet"),
         persist=("data/raw",),

@@ -134,6 +134,65 @@ def verify_zip(path: Path) -> None:
         raise TransferError(f"{path.name}: CRC mismatch in member {member_name(bad)!r}")
 
 
+def split_volumes(path: Path) -> int:
+    """For the `.zip` volume of a multi-volume (`zip -s`) archive, how many volumes come before it
+    (`X.z01` ... `X.zNN`); 0 for an ordinary zip. Read from the end-of-archive record alone."""
+    try:
+        with path.open("rb") as f:
+            endrec = zipfile._EndRecData(f)  # noqa: SLF001 (the stdlib's own EOCD reader)
+    except (OSError, zipfile.BadZipFile):
+        return 0
+    return int(endrec[zipfile._ECD_DISK_NUMBER]) if endrec else 0  # noqa: SLF001
+
+
+def volume_paths(last: Path, count: int) -> list[Path]:
+    return [last.with_suffix(f".z{i:02d}") for i in range(1, count + 1)]
+
+
+def join_volumes(last: Path, out: Path) -> zipfile.ZipFile:
+    """`X.z01 ... X.zNN` + `X.zip` concatenated at `out`, opened as one zip and verified by CRC.
+
+    A split archive's central directory gives each member's offset within its own volume; in the
+    concatenation it is that volume's start plus the offset, so the offsets are corrected after
+    opening. A missing volume is an error naming it."""
+    volumes = [*volume_paths(last, split_volumes(last)), last]
+    missing = [v.name for v in volumes if not v.exists()]
+    if missing:
+        raise TransferError(f"{last.name} is the last volume of a multi-volume zip; missing volume(s) "
+                            f"{', '.join(missing)} (they arrive as their own filekeys)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    starts, size = [], 0
+    with out.open("wb") as joined:
+        for volume in volumes:
+            starts.append(size)
+            with volume.open("rb") as src:
+                size += _copy_stream(src, joined)
+    f = out.open("rb")
+    try:
+        endrec = zipfile._EndRecData(f)  # noqa: SLF001
+        shift = endrec[zipfile._ECD_LOCATION] - endrec[zipfile._ECD_SIZE] - endrec[zipfile._ECD_OFFSET]  # noqa: SLF001
+        zf = zipfile.ZipFile(f)
+        for info in zf.infolist():  # zipfile added `shift` to each per-volume offset
+            info.header_offset = starts[info.volume] + info.header_offset - shift
+        bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, IndexError, ValueError) as exc:
+        f.close()
+        raise TransferError(f"{last.name}: its {len(volumes)} volumes do not form a valid zip ({exc}); zip64 split "
+                            "sets are not read yet: join them with `7z x` and place the result") from None
+    if bad is not None:
+        zf.close()
+        raise TransferError(f"{last.name}: CRC mismatch in member {member_name(bad)!r} after joining its volumes")
+    return zf
+
+
+def _copy_stream(src: BinaryIO, dest: BinaryIO) -> int:
+    n = 0
+    while chunk := src.read(CHUNK):
+        dest.write(chunk)
+        n += len(chunk)
+    return n
+
+
 def member_name(name: str, flag_bits: int = 0) -> str:
     """Undo zipfile's cp437 decoding of names stored as cp949 without the UTF-8 flag."""
     if flag_bits & 0x800:
@@ -151,12 +210,13 @@ class Extracted:
     conflicts: list[Path] = field(default_factory=list)  # existing file differs: kept, new copy set aside
 
 
-def extract_zip(path: Path, target: Path, conflicts_dir: Path) -> Extracted:
-    """Extract every member under `target`. Raw data is immutable: an existing file with other
-    bytes is kept and the incoming copy goes under `conflicts_dir`. Hostile members are refused
-    before anything is written."""
+def extract_zip(path: Path | zipfile.ZipFile, target: Path, conflicts_dir: Path) -> Extracted:
+    """Extract every member under `target` (from a zip file, or an open ZipFile such as a joined
+    split set). Raw data is immutable: an existing file with other bytes is kept and the incoming
+    copy goes under `conflicts_dir`. Hostile members are refused before anything is written."""
     result = Extracted()
-    with zipfile.ZipFile(path) as zf:
+    with (path if isinstance(path, zipfile.ZipFile) else zipfile.ZipFile(path)) as zf:
+        path = Path(zf.filename or "archive")
         members = [(info, safe_relpath(member_name(info.filename, info.flag_bits))) for info in zf.infolist()]
         for info, rel in members:
             if stat.S_ISLNK(info.external_attr >> 16):

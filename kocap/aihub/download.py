@@ -16,7 +16,8 @@ from pathlib import Path, PurePosixPath
 import requests
 import urllib3
 
-from .archive import CountingReader, Extracted, PartSet, extract_zip, merge_parts, receive_parts, verify_zip
+from .archive import (CountingReader, Extracted, PartSet, extract_zip, join_volumes, merge_parts, receive_parts,
+                      split_volumes, verify_zip, volume_paths)
 from .client import AIHubClient
 from .errors import TransferError
 from .tree import TreeFile
@@ -108,8 +109,8 @@ def _land(f: TreeFile, pset: PartSet | None, staging: Path, out_dir: Path, strea
     low, high = f.approx_bytes()
     if not low <= size <= high:
         raise TransferError(f"merged size {size} bytes does not fit the listed size {f.display_size}")
-    if f.name.lower().endswith(".zip"):
-        verify_zip(merged)
+    if f.name.lower().endswith(".zip") and not split_volumes(merged):
+        verify_zip(merged)  # the last volume of a split set is verified once joined (unpack)
     elif stream_error:
         raise TransferError(f"{stream_error}; a non-zip file cannot be verified after that")
     dest = out_dir / f.path
@@ -121,11 +122,23 @@ def _land(f: TreeFile, pset: PartSet | None, staging: Path, out_dir: Path, strea
 def unpack(archive: Path, dest: Path, conflicts: Path, keep_archive: bool = False) -> Extracted | None:
     """Extract a landed zip into `dest` (never overwriting), then drop the zip unless kept.
 
-    Non-zip files (and the volumes of a multi-volume zip) are left as they are: returns None.
+    A multi-volume set (`X.z01` ... + `X.zip`, each its own filekey, perhaps landed in different runs)
+    is joined, verified and extracted when its `.zip` volume comes; a missing volume is a
+    TransferError naming it. Other files (and the `.zNN` volumes themselves) are left as they are:
+    returns None.
     """
     if archive.suffix.lower() != ".zip":
         return None
-    out = extract_zip(archive, dest, conflicts)
+    volumes = split_volumes(archive)
+    if not volumes:
+        out = extract_zip(archive, dest, conflicts)
+    else:
+        staging = archive.parent / STAGING
+        try:
+            out = extract_zip(join_volumes(archive, staging / archive.name), dest, conflicts)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if not keep_archive:
-        archive.unlink()
+        for path in [archive, *volume_paths(archive, volumes)]:
+            path.unlink()
     return out

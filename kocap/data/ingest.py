@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..aihub.client import AIHubClient, ApiKey
 from ..aihub.download import fetch, unpack
-from ..aihub.errors import IncompleteDownloadError, UnsafeArchiveError
+from ..aihub.errors import IncompleteDownloadError, TransferError, UnsafeArchiveError
 from ..aihub.labels import LabelError, parser_for, read_label
 from ..aihub.layout import classify
 from ..aihub.tree import TreeFile, changed_files, snapshot_from_json, snapshot_id, snapshot_to_json
@@ -55,7 +55,8 @@ class IngestReport:
     dataset_key: str
     snapshot_id: str
     downloaded: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    attempted: int = 0                                       # filekeys fetched this run (new or changed)
+    failed: dict[str, str] = field(default_factory=dict)     # filekey -> why; quarantined, retried next time
     samples: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     images: int = 0
@@ -69,8 +70,10 @@ def run(cfg: Config, root: Path, env: RunEnv) -> IngestReport:
         report = ingest(source, cfg, root)
     report.images = ingest_images(cfg, root)
     write_json(root / REPORT, report.__dict__)
-    if report.failed:
-        raise IncompleteDownloadError(report.failed)
+    if report.failed and len(report.failed) > cfg.data.aihub.max_failed_frac * report.attempted:
+        raise IncompleteDownloadError(report.failed)  # too much is missing to train on: stop the line
+    for filekey, why in report.failed.items():
+        log.warning("filekey %s quarantined (%s); the rest goes on, and it is fetched again next time", filekey, why)
     return report
 
 
@@ -106,7 +109,7 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
     landed = _load_landed(raw)
     todo = changed_files(landed, wanted)
     log.info("AI-Hub tree %s: %d files, %d new or changed", snapshot_id(tree), len(wanted), len(todo))
-    report = IngestReport(source.dataset_key, snapshot_id(tree))
+    report = IngestReport(source.dataset_key, snapshot_id(tree), attempted=len(todo))
     if todo:
         result = fetch(source.client, source.dataset_key, todo, raw / "archives", cfg.data.aihub.retries)
         report.failed, report.notes = result.failed, result.notes
@@ -117,6 +120,10 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
         landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
         write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
     manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
+    paths = {f.filekey: f.path for f in todo}
+    failed = [{"label_path": paths.get(k, ""), "sample_id": f"filekey-{k}", "reason": f"filekey {k} did not land: {why}"}
+              for k, why in sorted(report.failed.items())]
+    rejects = pd.concat([rejects, pd.DataFrame(failed, columns=rejects.columns)], ignore_index=True) if failed else rejects
     report.samples = manifest["split"].value_counts().to_dict()
     report.rejected = len(rejects)
     write_parquet(manifest, root / MANIFEST)
@@ -145,7 +152,7 @@ def _extract(files: list[TreeFile], raw: Path, keep_archives: bool, report: Inge
         dest = raw / "extracted" / f.path.removesuffix(".zip")
         try:
             out = unpack(raw / "archives" / f.path, dest, raw / "conflicts" / f.filekey, keep_archives)
-        except UnsafeArchiveError as exc:
+        except (UnsafeArchiveError, TransferError) as exc:  # hostile, or a multi-volume set not whole yet
             report.failed[f.filekey] = str(exc)
             continue
         for c in out.conflicts if out else []:
@@ -225,8 +232,19 @@ class _Checksums:
 
 
 def ingest_images(cfg: Config, root: Path) -> int:
-    """The stage-1 Korean image-caption set (the embedded sample's stills)."""
+    """The stage-1 Korean image-caption set: the embedded sample's stills, or a real set (images.py)."""
     from ..sample.build import build_image_set
+
+    images = cfg.data.images
+    if images.source != "sample":
+        from .images import image_rows, land_images
+
+        captions, folder = (root / images.captions), (root / images.folder) if images.folder else None  # abs stays
+        folder = folder or (captions if captions.is_dir() else captions.parent)
+        rows = image_rows(images.source, captions, folder, images.caption_field)
+        table = land_images(rows, folder, root / cfg.data.raw_dir / f"images-{images.source}", root)
+        write_parquet(table, root / IMAGES)
+        return len(table)
 
     folder = root / cfg.data.raw_dir / "images-sample"
     if not (folder / "captions.jsonl").exists() or _count_lines(folder / "captions.jsonl") != cfg.data.sample.num_images:

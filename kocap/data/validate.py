@@ -50,7 +50,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
                                         images[["row_id", "sample_id"]].assign(kind="image")]), on="row_id")
     rejects = rejects[["kind", "sample_id", "check", "detail"]]
     kept_clips = clips[~clips["row_id"].isin(failures["row_id"])].drop(columns=_COMPUTED)
-    kept_images = images[~images["row_id"].isin(failures["row_id"])].drop(columns=["row_id", "decode_error"])
+    kept_images = images[~images["row_id"].isin(failures["row_id"])].drop(columns=["row_id", "decode_error", "pixels",
+                                                                              "hangul_frac"])
     summary = summarise(clips, kept_clips, images, kept_images, rejects)
     write_parquet(kept_clips.reset_index(drop=True), root / CLIPS_OUT)
     write_parquet(kept_images.reset_index(drop=True), root / IMAGES_OUT)
@@ -114,6 +115,8 @@ def probe_images(table: pd.DataFrame, root: Path, cfg: Config) -> pd.DataFrame:
     df.insert(0, "row_id", np.arange(len(df)) + 10_000_000)  # disjoint from clip row ids
     df["decode_error"] = errors
     df["width"], df["height"] = [s[0] for s in sizes], [s[1] for s in sizes]
+    df["pixels"] = df["width"] * df["height"]
+    df["hangul_frac"] = [_hangul_share(str(c)) for c in df["caption_ko"]]
     return df
 
 
@@ -148,7 +151,9 @@ def image_expectations(cfg: Config) -> list:
         gxe.ExpectColumnValuesToBeNull(column="decode_error"),
         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=side, max_value=16384),
         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=side, max_value=16384),
+        gxe.ExpectColumnValuesToBeBetween(column="pixels", max_value=cfg.validate_.max_pixels),
         gxe.ExpectColumnValueLengthsToBeBetween(column="caption_ko", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="hangul_frac", min_value=cfg.validate_.min_hangul_frac),
     ]
 
 
@@ -156,7 +161,8 @@ CHECK_NAMES = {"n_frames": "too few frames", "fps": "fps out of range", "width":
                "height": "height out of range", "video_duration_s": "duration out of range",
                "caption_chars": "caption length out of bounds", "hangul_frac": "too little Hangul",
                "duplicate_id": "duplicate sample_id", "split_leak": "clip in both train and val",
-               "split_known": "unknown split", "decode_error": "video does not decode", "caption_ko": "caption missing"}
+               "split_known": "unknown split", "decode_error": "video does not decode", "caption_ko": "caption missing",
+               "pixels": "resolution above validate.max_pixels"}
 
 
 def run_suite(df: pd.DataFrame, expectations: list, name: str, docs: Path) -> pd.DataFrame:

@@ -128,7 +128,8 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     name, number = cfg.registry.model_name, version.version
     run_id = client.get_run(_run_of(client, version)).info.run_id
     tags = {**git_state(root), **aihub_snapshot(root), **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
-            "metric.primary": str(metrics["primary"]), "run_id": run_id, "base.md5": hashes[base_ref.BASE]}
+            "metric.primary": str(metrics["primary"]), "run_id": run_id, "base.md5": hashes[base_ref.BASE],
+            "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)"}
     for key, value in tags.items():
         client.set_model_version_tag(name, number, key, value)
     client.set_registered_model_alias(name, "challenger", number)

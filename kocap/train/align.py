@@ -40,6 +40,8 @@ PLOT = "reports/align_loss.png"
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.stage1
+    if not s.enabled:
+        return skip(root)
     dev = runtime.device()
     prec = runtime.precision(s.precision, dev)
     tokenizer = load_tokenizer(str(root / BASE))
@@ -85,6 +87,22 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save, getattr(env, "track", True))
     report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items),
               "dropped_too_long": dropped, "precision": prec, "device": dev}
+    write_json(root / REPORT, report)
+    return report
+
+
+def skip(root: Path) -> dict:
+    """Stage 1 switched off (`stage1.enabled: false`): no aligned projector, so stage 2 starts from the
+    assembled one; the outputs say so (and the registered version's `stage1` tag)."""
+    import shutil
+
+    from .tracking import loss_plot
+
+    shutil.rmtree(root / OUT, ignore_errors=True)
+    (root / OUT).mkdir(parents=True)
+    report = {"skipped": True, "reason": "stage1.enabled is false: stage 2 starts from the assembled projector"}
+    write_json(root / OUT / "stage1.json", report)
+    loss_plot([], root / PLOT, "align: stage 1 skipped")
     write_json(root / REPORT, report)
     return report
 

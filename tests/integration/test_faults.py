@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +28,13 @@ def _kocap(project: Path, *args: str, fault: str | None = None, ok: bool = True)
     env = {**os.environ, "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
            "KOCAP_FAULT": fault or ""}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "kocap.cli", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=1500)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        # files, not pipes: a killed run's orphaned server would hold a pipe open, and a read would never end
+        code = subprocess.run([sys.executable, "-m", "kocap.cli", *args], cwd=project, env=env, stdout=out, stderr=err,
+                              timeout=1500).returncode
+        out.seek(0)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(args, code, out.read(), err.read())
     if fault:
         assert proc.returncode == -signal.SIGKILL, f"expected the kill at {fault}:\n{proc.stderr[-3000:]}"
     elif ok:
@@ -74,7 +80,7 @@ def test_a_kill_right_after_the_version_is_created_is_completed_not_duplicated(p
     (version,) = _versions(project)  # the same version, now complete
     tags = version.tags
     assert tags["kocap.state"] == "complete" and tags["kocap.decision"] in ("champion", "challenger")
-    assert tags["run_id"] and tags["base.md5"] and _client(project).get_model_version_by_alias("kocap", "challenger").version == "1"
+    assert tags["run_id"] and tags["base.md5"] and str(_client(project).get_model_version_by_alias("kocap", "challenger").version) == "1"
     assert "git checkout" in _kocap(project, "lineage", "models:/kocap/1").stdout
     assert _servers(project) == [], "the orphaned temporary server was reaped (and this run's own stopped)"
 

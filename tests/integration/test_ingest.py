@@ -100,16 +100,24 @@ def test_rerun_downloads_only_new_files_and_touches_nothing_landed(tmp_path):
     assert len(snapshot["files"]) == len(emu.files("71849"))
 
 
-def test_a_hostile_archive_is_refused_and_the_rest_lands(tmp_path, server):
+def test_a_hostile_archive_is_quarantined_and_the_rest_lands(tmp_path, server):
     _add_zip(server, "Training", "01.원천데이터", "TS_66.evil.zip", {"../../../escaped.mp4": b"evil", "ok.mp4": b"x"})
     project = tmp_path / "project"
     with Emulator(server, {KEY}, part_size=2048) as emu:
+        evil = next(f.filekey for f in emu.files("71849") if "evil" in f.path)
+        report = ingest.run(_cfg(), project, _env(emu))  # one bad archive never blocks the line
         with pytest.raises(IncompleteDownloadError, match="outside the target folder"):
-            ingest.run(_cfg(), project, _env(emu))
+            ingest.run(_cfg("data.aihub.max_failed_frac=0"), tmp_path / "strict", _env(emu))  # above the gate: stop
+        _, pending = ingest.pending(_cfg(), project, _env(emu))
+    assert list(report.failed) == [evil] and "outside the target folder" in report.failed[evil]
     assert not list(tmp_path.rglob("escaped.mp4"))
     assert len(pd.read_parquet(project / ingest.MANIFEST)) == SMALL["num_clips"]
+    rejects = pd.read_parquet(project / ingest.REJECTS)
+    row = rejects[rejects["sample_id"] == f"filekey-{evil}"].iloc[0]
+    assert "TS_66.evil.zip" in row["label_path"] and "outside the target folder" in row["reason"]
     snapshot = json.loads((project / "data/raw/aihub-71849/tree_snapshot.json").read_text())
-    assert not any("evil" in f["path"] for f in snapshot["files"])  # retried next run, not marked done
+    assert not any("evil" in f["path"] for f in snapshot["files"])  # not marked done ...
+    assert pending == [evil]  # ... so the next run (watch-aihub) fetches only that one again
 
 
 def test_71495_spans_become_samples_and_bad_spans_are_rejected(tmp_path, sample_server_root):
@@ -158,3 +166,57 @@ def test_the_key_never_appears_in_logs_errors_or_files(tmp_path, server, caplog,
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_the_download_command_extracts_every_good_archive_and_names_the_refused_one(tmp_path, server):
+    _add_zip(server, "Training", "01.원천데이터", "TS_00.evil.zip", {"../../../escaped.mp4": b"evil"})
+    out = tmp_path / "out"
+    with Emulator(server, {KEY}, part_size=2048) as emu:
+        zips = [f for f in emu.files("71849") if f.path.endswith(".zip")]
+        evil = next(f.filekey for f in zips if "evil" in f.path)
+        cli = subprocess.run([sys.executable, "-m", "kocap.cli", "aihub", "download", "71849", "--out", str(out)],
+                             env={"AIHUB_APIKEY": KEY, "AIHUB_BASE_URL": emu.url, "PATH": "/usr/bin:/bin",
+                                  "PREFECT_HOME": str(tmp_path / ".prefect")}, capture_output=True, text=True,
+                             timeout=300)
+    assert cli.returncode == 2 and evil in cli.stderr and "outside the target folder" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    extracted = [p for p in out.rglob("*") if p.is_dir() and p.name.endswith(tuple(z.name[:-4] for z in zips))]
+    assert len(cli.stdout.splitlines()) == len(zips) - 1 and len(extracted) == len(zips) - 1  # evil sorts first
+    assert not list(tmp_path.rglob("escaped.mp4"))
+
+
+def _split_zip(server: Path, name: str, members: dict[str, bytes], tmp: Path) -> list[str]:
+    """A multi-volume archive made by Info-ZIP (`zip -s 64k`), its volumes placed as AI-Hub lists them."""
+    src = tmp / "split-src"
+    for member, data in members.items():
+        (src / member).parent.mkdir(parents=True, exist_ok=True)
+        (src / member).write_bytes(data)
+    subprocess.run(["zip", "-q", "-r", "-s", "64k", str(tmp / f"{name}.zip"), "."], cwd=src, check=True)
+    folder = server / "71849" / TOP / VERSION / "Training" / "01.원천데이터"
+    volumes = sorted(p.name for p in tmp.glob(f"{name}.z*"))
+    for volume in volumes:
+        shutil.move(str(tmp / volume), folder / volume)
+    return volumes
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP `zip` to make a split archive (apt-get install zip)")
+def test_a_multi_volume_zip_lands_whole_and_a_missing_volume_is_named(tmp_path, server):
+    import os
+
+    members = {"extra/a.mp4": os.urandom(150_000), "extra/b.mp4": os.urandom(90_000)}
+    volumes = _split_zip(server, "TS_77", members, tmp_path)
+    assert volumes[-1] == "TS_77.zip" and len(volumes) >= 4  # .z01, .z02, .z03 ... + .zip
+    with Emulator(server, {KEY}, part_size=2048) as emu:
+        keys = {f.name: f.filekey for f in emu.files("71849") if f.name.startswith("TS_77.")}
+        report = ingest.run(_cfg(), tmp_path / "project", _env(emu))
+    assert len(keys) == len(volumes) and not report.failed  # each volume its own filekey
+    extracted = tmp_path / "project/data/raw/aihub-71849/extracted"
+    for member, data in members.items():
+        (found,) = list(extracted.rglob(Path(member).name))
+        assert found.read_bytes() == data and "TS_77" in str(found)
+
+    (server / "71849" / TOP / VERSION / "Training" / "01.원천데이터" / "TS_77.z02").unlink()
+    with Emulator(server, {KEY}, part_size=2048) as emu:
+        report = ingest.run(_cfg(), tmp_path / "second", _env(emu))
+    (why,) = report.failed.values()
+    assert "missing volume(s) TS_77.z02" in why and list(report.failed) == [keys["TS_77.zip"]]

@@ -203,3 +203,68 @@ def test_frames_resume_after_kill(project):
     for (_, a), (_, b) in zip(index.iterrows(), pd.read_parquet(fresh / frames.OUT / "clips.parquet").iterrows()):
         assert a["sample_id"] == b["sample_id"]
         assert np.array_equal(frames.open_frames(project, a), frames.open_frames(fresh, b))
+
+
+def _image_source(folder: Path) -> dict[str, tuple[str, str | None]]:
+    """Image files of every kind the gate must handle: name -> (Korean caption, expected reject reason)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    Image.fromarray(np.full((96, 128, 3), 90, np.uint8)).save(folder / "good.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folder / "tiny.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    Image.fromarray(np.full((64, 64, 3), 10, np.uint8)).save(folder / "english.png")
+    Image.fromarray(np.zeros((2304, 4096, 3), np.uint8)).save(folder / "huge.png")  # above validate.max_pixels
+    return {"huge.png": (CAPTION, "resolution above validate.max_pixels"), "good.png": (CAPTION, None), "tiny.png": (CAPTION, "width out of range"),
+            "corrupt.jpg": (CAPTION, "video does not decode"), "english.png": ("A sunny city street.", "too little Hangul"),
+            "missing.png": (CAPTION, "video does not decode"), "good_empty": ("", "caption missing")}
+
+
+def _check_gate(project: Path, expected: dict) -> None:
+    validate.run(_cfg(), project)  # (the gate reads only the tables; the source params do not matter here)
+    kept = pd.read_parquet(project / validate.IMAGES_OUT)
+    rejects = pd.read_parquet(project / validate.REJECTS).query("kind == 'image'")
+    assert set(kept["caption_ko"]) == {CAPTION} and len(kept) == 2  # good.png, captioned twice
+    assert all((project / p).is_file() and "data/raw/images-" in p for p in kept["image_path"])  # versioned in raw
+    for name, (_, reason) in expected.items():
+        if reason:
+            rows = rejects[rejects["sample_id"].str.contains(Path(name).stem.removesuffix("_empty"))]
+            assert len(rows) and any(reason in c for c in rows["check"]), (name, rows.to_dict("records"))
+
+
+@pytest.mark.parametrize("layout", ["coco", "aihub_coco", "imagefolder"])
+def test_each_stage1_image_source_goes_through_the_validation_gate(project, tmp_path, layout):
+    import json
+
+    source = tmp_path / "set"
+    expected = _image_source(source / "images")
+    files = [(n if n != "good_empty" else "good.png", c) for n, (c, _) in expected.items()] + [("good.png", CAPTION)]
+    if layout == "coco":
+        names = sorted({f for f, _ in files})
+        doc = {"images": [{"id": i, "file_name": f"images/{n}"} for i, n in enumerate(names)],
+               "annotations": [{"image_id": names.index(f), "caption": c} for f, c in files]}
+        (source / "captions.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        overrides = ["data.images.source=coco", f"data.images.captions={source / 'captions.json'}"]
+    elif layout == "aihub_coco":  # a list, several Korean captions per image
+        by_file: dict[str, list[str]] = {}
+        for f, c in files:
+            by_file.setdefault(f, []).append(c)
+        doc = [{"file_path": f"images/{f}", "captions": ["(English)"] * len(cs), "caption_ko": cs}
+               for f, cs in by_file.items()]
+        (source / "MSCOCO_train_val_Korean.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        overrides = ["data.images.source=coco", f"data.images.captions={source / 'MSCOCO_train_val_Korean.json'}"]
+    else:
+        lines = [json.dumps({"file_name": f"images/{f}", "text": c}, ensure_ascii=False) for f, c in files]
+        (source / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        overrides = ["data.images.source=imagefolder", f"data.images.captions={source}", "data.images.caption_field=text"]
+    n = ingest.ingest_images(_cfg(*overrides), project)
+    assert n == len(files)
+    _check_gate(project, expected)
+
+
+def test_stage1_can_be_switched_off_and_says_so(tmp_path):
+    from kocap.train import align
+
+    report = align.run(_cfg("stage1.enabled=false"), tmp_path)
+    assert report["skipped"] and not (tmp_path / "models/align/projector.safetensors").exists()
+    assert (tmp_path / "reports/align_loss.png").exists()  # DVC's plot output exists either way
