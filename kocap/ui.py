@@ -60,7 +60,7 @@ def stop(root: Path) -> list[str]:
         return []
     stopped = []
     for name, server in json.loads(path.read_text(encoding="utf-8")).items():
-        if _alive(server["pid"]):
+        if alive(server["pid"]):
             os.killpg(server["pid"], signal.SIGTERM)
             _wait_gone(server["pid"])
             stopped.append(name)
@@ -74,7 +74,7 @@ def servers(root: Path) -> dict:
     if not path.exists():
         return {}
     state = json.loads(path.read_text(encoding="utf-8"))
-    return state if all(_alive(s["pid"]) for s in state.values()) else {}
+    return state if all(alive(s["pid"]) for s in state.values()) else {}
 
 
 def server_env(root: Path) -> dict[str, str]:
@@ -107,7 +107,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float)
     raise UIError(f"{url} did not answer within {timeout_s:.0f} s; see {log}")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -122,7 +122,7 @@ def _alive(pid: int) -> bool:
 
 def _wait_gone(pid: int, timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if alive(pid):
         os.killpg(pid, signal.SIGKILL)

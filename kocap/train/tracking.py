@@ -54,26 +54,16 @@ def close_orphaned_runs() -> list[str]:
     import mlflow
     from mlflow import MlflowClient
 
+    from ..ui import alive
+
     client, closed = MlflowClient(), []
     for run in mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="attributes.status = 'RUNNING'",
                                   output_format="list"):
         tags = run.data.tags
-        if tags.get("kocap.host") == socket.gethostname() and "kocap.pid" in tags and not _alive(int(tags["kocap.pid"])):
+        if tags.get("kocap.host") == socket.gethostname() and "kocap.pid" in tags and not alive(int(tags["kocap.pid"])):
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
     return closed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def log_step(step: int, metrics: dict) -> None:

@@ -117,12 +117,11 @@ def test_objects_missing_from_the_remote_are_pushed_again(project, tmp_path):
     are there (`dvc push` then reports nothing to do). The flow checks the remote object by object."""
     from kocap import dvcops
 
-    lost = sorted(h for h in dvcops.recorded_objects(project, ["reports/predictions.parquet", "models/finetune"])
-                  if not h.endswith(".dir"))[:6]
-    for h in lost:
+    lost = sorted(h for h in dvcops.recorded_objects(project, ["models/finetune"]) if not h.endswith(".dir"))[:6]
+    for h in lost:  # files of a folder output whose listing (.dir) is still on the remote
         (project / ".dvc-remote/files/md5" / h[:2] / h[2:]).unlink()
-    assert "Everything is up to date" in dvc(project, "push").stdout  # DVC alone does not notice
-    assert dvcops.missing_on_remote(project) == lost
+    dvc(project, "push")
+    assert dvcops.missing_on_remote(project) == lost  # DVC trusts the listing: its push leaves the holes
     _kocap(project, "run")
     assert dvcops.missing_on_remote(project) == []
     clone = tmp_path / "clone"  # another machine: everything recorded can be pulled
