@@ -55,8 +55,8 @@ def reset_peak(dev: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_gib(dev: str) -> float:
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else float("nan")
+def peak_gib(dev: str) -> float | str:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else "n/a (CPU)"
 
 
 # ---------------------------------------------------------------- 1. the stage code on the micro preset

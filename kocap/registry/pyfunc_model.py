@@ -55,8 +55,9 @@ class KocapCaptioner(mlflow.pyfunc.PythonModel):
             items = items_of(model_input)
         except RequestRefused as exc:  # a 400 with kocap's message, no stack trace
             from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-            raise MlflowException(str(exc), error_code="INVALID_PARAMETER_VALUE") from None
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         return caption_batch(self.captioner, items, allowed_root())
 
 
