@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 CAP_GIB = 15
+PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."  # the default model.prompt
 CAPTION = ("맑은 하늘 아래 넓은 강변 공원이 펼쳐져 있고, 산책로를 따라 키 큰 나무들이 늘어서 있다. " * 12)[:575]
 ROWS: list[dict] = []
 
@@ -204,7 +205,7 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     frames = np.random.default_rng(0).integers(0, 255, (p.batch_size, 8, size, size, 3), dtype=np.uint8)
     feats = pooled_features(model, frames)
     tok = _Tok(cfg)
-    encoded = [encode(tok, "이 영상을 한국어로 상세히 묘사해주세요.", CAPTION, feats.shape[1], 4096)] * p.batch_size
+    encoded = [encode(tok, PROMPT, CAPTION, feats.shape[1], 4096)] * p.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         spec = LoopSpec(steps=steps, lr=p.lr, checkpoint_every=10**6, checkpoint_dir=Path(tmp), signature="gpu-check",
                         precision=prec, device=dev)
@@ -235,7 +236,7 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
     reset_peak(dev)
     h, w = (768, 1024) if cfg.vision_config.image_size == 336 else (96, 128)
     img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    enc = encode(_Tok(cfg), "이 영상을 한국어로 상세히 묘사해주세요.", CAPTION, image_tokens(cfg, h, w), 4096, media=IMAGE)
+    enc = encode(_Tok(cfg), PROMPT, CAPTION, image_tokens(cfg, h, w), 4096, media=IMAGE)
     ids, labels = torch.tensor([enc.input_ids], device=dev), torch.tensor([enc.labels], device=dev)
     pixels = torch.from_numpy(anyres(img, cfg.vision_config.image_size))[None].to(dev, runtime.dtype(prec))
     with runtime.autocast(prec, dev):
@@ -258,7 +259,7 @@ def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> Non
     new = 96 if not smoke else 8
     t = time.perf_counter()
     with runtime.autocast(prec, dev):
-        generate(model, _Tok(cfg), feats, "이 영상을 한국어로 상세히 묘사해주세요.", new, 4096, do_sample=False)
+        generate(model, _Tok(cfg), feats, PROMPT, new, 4096, do_sample=False)
     if dev == "cuda":
         torch.cuda.synchronize()
     record(preset, "eval tokens/s", round(batch * new / (time.perf_counter() - t), 1),
