@@ -4,6 +4,7 @@ depends on the `ops` params (changing how kocap runs never retrains)."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import pytest
 import yaml
@@ -40,7 +41,8 @@ def test_the_workspace_lock_is_reentrant_here_and_exclusive_elsewhere(tmp_path):
         other.join(60)
         assert "another kocap run holds" in q.get(timeout=5)
     with exclusive(tmp_path, wait_s=0):  # released by the outer block
-        pass
+        assert f'"pid": {os.getpid()}' in (tmp_path / ".kocap.lock").read_text()
+    assert (tmp_path / ".kocap.lock").read_text() == ""  # names the live owner only
 
 
 def test_merged_lock_entries_replace_only_their_stages(tmp_path):
