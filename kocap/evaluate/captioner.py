@@ -9,7 +9,7 @@ On a GPU it runs in the precision training used there (fp16 on a T4, bf16 on sm_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class Captioner:
     tokenizer: object
     cfg: Config
     max_new_tokens: int = 256
-    cut: list[bool] = field(default_factory=list)  # per caption made so far: cut by the budget
 
     @classmethod
     def load(cls, base_dir: Path, adapter_dir: Path, cfg: Config, max_new_tokens: int | None = None) -> "Captioner":
@@ -52,15 +51,19 @@ class Captioner:
         return cls(model, load_tokenizer(str(base_dir)), cfg, int(budget))
 
     def caption_features(self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0) -> list[str]:
-        e, out, size = self.cfg.eval, [], batch_size or self.cfg.eval.batch_size
+        return self.caption_and_cut(features, batch_size, seed)[0]
+
+    def caption_and_cut(self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0
+                        ) -> tuple[list[str], list[bool]]:
+        """Captions, and for each whether the generation budget cut it."""
+        e, out, cut, size = self.cfg.eval, [], [], batch_size or self.cfg.eval.batch_size
         for i in range(0, len(features), size):
-            texts, cut = generate(self.model, self.tokenizer, features[i : i + size], self.cfg.model.prompt,
-                                  self.max_new_tokens, self.cfg.model.max_length, do_sample=e.do_sample,
-                                  temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
-                                  repetition_penalty=e.repetition_penalty, seed=seed + i)
-            out += texts
-            self.cut += cut
-        return out
+            texts, cuts = generate(self.model, self.tokenizer, features[i : i + size], self.cfg.model.prompt,
+                                   self.max_new_tokens, self.cfg.model.max_length, do_sample=e.do_sample,
+                                   temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                                   repetition_penalty=e.repetition_penalty, seed=seed + i)
+            out, cut = out + texts, cut + cuts
+        return out, cut
 
     def frames(self, path: Path) -> np.ndarray:
         """One video's model-ready frames (raises VideoError for a bad file)."""

@@ -100,9 +100,8 @@ def _captions(captioner: Captioner, features, cfg: Config, root: Path, val: pd.D
 
 
 def _make_shard(captioner: Captioner, features, cfg: Config, start: int, path: Path) -> None:
-    made = len(captioner.cut)
-    captions = captioner.caption_features(features, seed=cfg.eval.seed + start)
-    write_json(path, {"captions": captions, "cut": captioner.cut[made:]})
+    captions, cut = captioner.caption_and_cut(features, seed=cfg.eval.seed + start)
+    write_json(path, {"captions": captions, "cut": cut})
 
 
 def _model_stamps(root: Path) -> list:
@@ -138,8 +137,7 @@ def run_job(job: dict) -> str:
     rows = val.iloc[_order(cfg, len(val), job["which"])[job["start"] : job["start"] + SHARD]]
     features = FeatureStore(captioner.model, root).get(rows)
     path = _shard_path(cfg, root, val, job["which"], job["start"], job["budget"])
-    with _LOADING:  # one model per process: its shards take turns (and its cut list stays theirs)
-        _make_shard(captioner, features, cfg, job["start"], path)
+    _make_shard(captioner, features, cfg, job["start"], path)
     return path.name
 
 

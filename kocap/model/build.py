@@ -198,8 +198,7 @@ def add_lora(model, lora_r: int, lora_alpha: int):
 
     lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                       modules_to_save=["multi_modal_projector"])
-    model = get_peft_model(model, lora)
-    _keep_cpu_lora_grads(model)
+    model = get_peft_model(model, lora)  # wraps the 4-bit layers load_base already set up
     train_in_fp32(model)
     return model
 

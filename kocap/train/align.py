@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
+
 from ..config import Config
 from ..data.validate import IMAGES_OUT
 from ..io import write_json
-from ..model.presets import image_tokens
-from ..model.preprocess import anyres
 from ..model import runtime
 from ..model.build import load_base, train_in_fp32
+from ..model.presets import image_tokens
+from ..model.preprocess import anyres
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
 from .assemble import OUT as BASE
 from .features import FeatureStore

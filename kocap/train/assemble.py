@@ -23,6 +23,7 @@ from ..data.validate import CLIPS_OUT, IMAGES_OUT
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
+from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)
 OUT = "models/base"
@@ -50,7 +51,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
                                     cfg.frames.num_frames, out)
     tokenizer.save_pretrained(out)
     report = {"preset": cfg.model.preset, "parameters_m": round(params / 1e6, 2), "vocab": len(tokenizer),
-              "tiny_lm_final_loss": lm_loss, "peak_host_rss_mb": round(peak_rss_mb())}
+              "tiny_lm_final_loss": lm_loss, "peak_host_rss_mb": round(host_peak_mb())}
     write_json(root / REPORT, report)
     return report
 
@@ -59,12 +60,6 @@ def source(root: Path, name: str) -> str:
     """A preset's model: a folder (relative to the project, or absolute) when it exists, else a hub id."""
     local = root / name
     return str(local) if local.is_dir() else name
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def corpus(root: Path) -> list[str]:

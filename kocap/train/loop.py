@@ -143,6 +143,11 @@ def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, in
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    return host_peak_mb()
+
+
+def host_peak_mb() -> float:
+    """Peak resident memory of this process on the host (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
