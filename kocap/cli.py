@@ -105,11 +105,22 @@ def summary():
         typer.echo(f"stage {s.name}: {state}")
         for out in s.outs + s.metrics:
             typer.echo(f"  {out:<32} {_describe(root / out)}")
+    _placement(root)
     _champion_sample(root)
     typer.echo("\nnext: `dvc status` (clean), `dvc repro` (nothing to do), `make demo` again (every stage Cached);")
     typer.echo("      `kocap caption VIDEO`, `kocap lineage`, `mlflow ui --backend-store-uri sqlite:///mlflow.db`;")
     typer.echo("      `make ui` then `make demo`: the flow run in the Prefect UI, runs and models in the MLflow UI;")
     typer.echo("      `kocap deploy`: scheduled retraining when new AI-Hub data lands (README, operations).")
+
+
+def _placement(root: Path) -> None:
+    """The latest version's score beside its reference points (written by the register stage)."""
+    from .evaluate.placement import placement_text
+
+    report = root / "reports/register.json"
+    rows = json.loads(report.read_text(encoding="utf-8")).get("placement") if report.exists() else None
+    if rows:
+        typer.echo("\nwhere the score stands (reports/eval.html):\n" + placement_text(rows))
 
 
 def _champion_sample(root: Path) -> None:
@@ -380,7 +391,7 @@ def user_error(exc: Exception) -> str | None:
 
     if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy, BaseNotFound)):
         return str(exc)
-    if type(exc).__name__ == "RegistryError":  # kocap.registry.register (imported lazily: it pulls in MLflow)
+    if type(exc).__name__ in ("RegistryError", "MetricUnavailable"):  # imported lazily: they pull in MLflow, Kiwi
         return str(exc)
     try:
         from mlflow.exceptions import MlflowException

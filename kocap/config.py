@@ -198,7 +198,7 @@ class Stage2Params(_Section):
 
 
 class EvalParams(_Section):
-    primary_metric: Literal["cider", "bleu_4", "meteor", "rouge_l"] = "cider"
+    primary_metric: Literal["meteor", "cider", "bleu_4", "rouge_l"] = "meteor"
     max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: the longest training caption in tokens, +25% + 16
     batch_size: int | None = Field(None, ge=1)      # null: the preset's eval_batch_size
     do_sample: bool = False         # deterministic (greedy + the repetition guard): the gate measures the model,

@@ -135,7 +135,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="register",
         run="kocap.registry.register:run",
-        deps=("reports/metrics.json", "reports/validate.json", "models/base", "models/finetune", "kocap/registry"),
+        deps=("reports/metrics.json", "reports/validate.json", "models/base", "models/finetune", "kocap/registry",
+              "kocap/evaluate/placement.py", "kocap/evaluate/metrics.py"),
         params=("registry", "eval.primary_metric"),
         outs=(),
         metrics=("reports/register.json",),

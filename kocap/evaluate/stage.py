@@ -2,10 +2,12 @@
 
     kocap stage evaluate     # -> reports/metrics.json, reports/predictions.parquet, reports/eval.html
 
-Same frames, features, prompt and chat template as training. Besides BLEU/METEOR/ROUGE-L/CIDEr-D:
-diversity (unique share, distinct-1/2) to catch mode collapse, grounding (primary metric with the
-true videos minus with shuffled videos) to prove captions depend on the video, and the
-most-frequent-caption baseline scored alongside.
+Same frames, features, prompt and chat template as training. The primary metric (METEOR by default)
+with BLEU/ROUGE-L/CIDEr-D as secondary; sentence-level scores; diversity (unique share, distinct-1/2)
+to catch mode collapse; grounding (primary metric with the true videos minus with shuffled videos) to
+prove captions depend on the video; the most-frequent-caption baseline scored alongside; and on the
+embedded sample, attribute accuracy (does the caption state the object, colour, count, ... drawn).
+The report places the score beside those and the published baseline (placement.py).
 
 Captions are made in shards of SHARD clips, each with its own seed and cached by content in
 `.kocap-cache/eval/`, so a fan-out (`pending_shards` + `run_job` on Prefect tasks or Dask) and a
@@ -33,8 +35,10 @@ from ..train.features import FeatureStore
 from ..train.finetune import OUT as FINETUNE, training_rows
 from ..train.tracking import mlflow_run
 from ..model.text import load_tokenizer
+from ..sample.facts import attribute_accuracy
 from .captioner import Captioner, generation_budget
-from .metrics import caption_metrics, diversity, most_frequent_caption
+from .metrics import caption_metrics, diversity, most_frequent_caption, require, sentence_scores
+from .placement import placement, placement_html
 
 log = logging.getLogger(__name__)
 SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
@@ -45,11 +49,13 @@ HTML = "reports/eval.html"
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
+    require(cfg.eval.primary_metric)
     val, train = training_rows(root, "val"), training_rows(root, "train")
     predictions, cut, shuffled, budget = predict(cfg, root)
     refs = [[c] for c in val["caption_ko"]]
     baseline = [most_frequent_caption(train["caption_ko"].tolist())] * len(val)
-    metrics = {**score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric),
+    metrics = {**score(refs, predictions, shuffled, baseline, cfg.eval.primary_metric,
+                       facts=cfg.data.source == "sample"),
                "max_new_tokens": budget, "cut_by_budget": int(sum(cut)), "cut_share": sum(cut) / max(1, len(cut))}
     if sum(cut):
         log.warning("%d of %d captions were cut by the generation budget (%d new tokens)", sum(cut), len(cut), budget)
@@ -120,6 +126,7 @@ def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: i
 
 def pending_shards(cfg: Config, root: Path) -> list[dict]:
     """Caption shards not made yet, as plain jobs for `run_job` on any executor."""
+    require(cfg.eval.primary_metric)  # before any captioning: a run that cannot be scored stops now
     val, budget = training_rows(root, "val"), resolved_budget(cfg, root)
     return [{"root": str(root), "which": which, "start": start, "budget": budget}
             for which in ("model", "shuffled") for start in range(0, len(val), SHARD)
@@ -157,20 +164,36 @@ def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
         return _LOADED[key]
 
 
-def score(refs, predictions, shuffled, baseline, primary: str) -> dict:
+def score(refs, predictions, shuffled, baseline, primary: str, facts: bool = False) -> dict:
+    """The model's metrics, its shuffled-video control and the most-frequent baseline on the primary metric;
+    with `facts` (the embedded sample), attribute accuracy of all three."""
     model = caption_metrics(refs, predictions)
     control = caption_metrics(refs, shuffled, meteor=primary == "meteor")
     base = caption_metrics(refs, baseline, meteor=primary == "meteor")
-    return {**model, **diversity(predictions), "primary_metric": primary, "primary": model[primary],
-            "grounding": model[primary] - control[primary], f"shuffled_{primary}": control[primary],
-            f"baseline_most_frequent_{primary}": base[primary], "samples": len(predictions)}
+    out = {**model, **diversity(predictions), **sentence_scores([r[0] for r in refs], predictions),
+           "primary_metric": primary, "primary": model[primary],
+           "grounding": model[primary] - control[primary], f"shuffled_{primary}": control[primary],
+           f"baseline_most_frequent_{primary}": base[primary], "samples": len(predictions)}
+    return {**out, **(fact_scores([r[0] for r in refs], predictions, shuffled, baseline) if facts else {})}
+
+
+def fact_scores(references: list[str], predictions: list[str], shuffled: list[str], baseline: list[str]) -> dict:
+    """Attribute accuracy (sample/facts.py): per attribute for the model; the mean for it and both baselines."""
+    ours = attribute_accuracy(references, predictions)
+    return {**{f"attribute_{k}": v for k, v in ours.items() if k != "mean"}, "attribute_accuracy": ours["mean"],
+            "shuffled_attribute_accuracy": attribute_accuracy(references, shuffled)["mean"],
+            "baseline_most_frequent_attribute_accuracy": attribute_accuracy(references, baseline)["mean"]}
 
 
 def log_to_mlflow(cfg: Config, root: Path, metrics: dict) -> None:
     import mlflow
 
+    from .metrics import PUBLISHED_BASELINE
+
     with mlflow_run(cfg, "evaluate", root):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        mlflow.set_tag("published_baseline", f"{PUBLISHED_BASELINE['label']}: {PUBLISHED_BASELINE['score']}")
+        mlflow.log_text(placement_html(placement(metrics)), "placement.html")
         for path in (METRICS, PREDICTIONS, HTML):
             mlflow.log_artifact(str(root / path))
 
@@ -193,4 +216,5 @@ def report_html(root: Path, val: pd.DataFrame, table: pd.DataFrame, metrics: dic
                      f"{_strip(np.asarray(open_frames(root, idx)))}'><p><b>reference</b> {html.escape(row['reference'])}</p>"
                      f"<p><b>prediction</b> {html.escape(row['prediction'])}</p>")
     return (f"<!doctype html><meta charset='utf-8'><title>kocap evaluation</title><h1>kocap evaluation</h1>"
+            f"{placement_html(placement(metrics))}<h2>All metrics</h2>"
             f"<table border=1 cellpadding=4>{rows}</table>{''.join(clips)}")

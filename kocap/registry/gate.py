@@ -1,7 +1,7 @@
 """The promotion gate: a challenger replaces the champion only when it is better on the same clips by
 more than the noise.
 
-    comparison = compare(references, challenger_captions, champion_captions, "cider", version="3", clips=...)
+    comparison = compare(references, challenger_captions, champion_captions, "meteor", version="3", clips=...)
     promote, reasons = gate(metrics, validation, comparison, cfg)
 
 Both models caption the current validation set (the champion's captions are regenerated when the

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import Config
+from ..evaluate.placement import placement, placement_html
 from ..io import write_json
 from ..train.finetune import OUT as FINETUNE
 from .. import faults
@@ -55,8 +56,18 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     if version.tags.get(STATE) != "complete":
         complete(client, cfg, root, version, metrics, validation, hashes)
     report = report_of(client.get_model_version(name, version.version))
+    report["placement"] = placement(metrics, report["comparison"])
+    log_placement(client, version, report)
     write_json(root / REPORT, report)
     return report
+
+
+def log_placement(client, version, report: dict) -> None:
+    """The score beside its reference points, the champion on the same clips among them, on the version's run."""
+    client.log_text(version.run_id, placement_html(report["placement"]), "placement.html")
+    if report["comparison"]:
+        comparison = report["comparison"]
+        client.log_metric(version.run_id, f"champion_same_clips_{comparison['metric']}", float(comparison["champion"]))
 
 
 def registration_key(cfg: Config, metrics: dict, validation: dict, hashes: dict) -> str:

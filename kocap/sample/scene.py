@@ -1,8 +1,8 @@
 """Scenes of the embedded sample: attributes drawn at random (seeded) and rendered to frames.
 
 Everything a caption says is visible: sky colour = time of day, rain streaks and grey haze =
-weather, the ground = scene type, one object with a colour and a shape, moving in one direction,
-and a camera that stays, pans or zooms.
+weather, the ground = scene type, one to three objects of one kind, colour and shape side by side,
+moving together in one direction, and a camera that stays, pans or zooms.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ SCENES = ("도시", "자연", "해변")
 TIMES = ("낮", "저녁", "밤")
 WEATHERS = ("맑음", "흐림", "비")
 OBJECTS = ("자동차", "공", "사람")
+COUNTS = (1, 2, 3)
 COLORS = {"빨간색": (220, 40, 40), "파란색": (40, 80, 230), "노란색": (240, 220, 40), "흰색": (245, 245, 245),
           "보라색": (150, 50, 200)}
 ROWS = ("위쪽", "가운데", "아래쪽")
@@ -32,6 +33,7 @@ class Scene:
     weather: str
     obj: str
     color: str
+    count: int
     row: str
     motion: str
     camera: str
@@ -42,7 +44,7 @@ class Scene:
 
 def draw_scene(rng: np.random.Generator) -> Scene:
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
-    return Scene(pick(SCENES), pick(TIMES), pick(WEATHERS), pick(OBJECTS), pick(list(COLORS)), pick(ROWS),
+    return Scene(pick(SCENES), pick(TIMES), pick(WEATHERS), pick(OBJECTS), pick(list(COLORS)), pick(COUNTS), pick(ROWS),
                  pick(MOTIONS), pick(CAMERAS))
 
 
@@ -101,10 +103,15 @@ def _camera(bg: np.ndarray, camera: str, p: float, h: int, w: int) -> np.ndarray
 
 def _draw_object(frame: np.ndarray, scene: Scene, p: float) -> None:
     h, w = frame.shape[:2]
-    s = max(6, int(min(h, w) * 0.3))  # objects about 30% of the frame: large enough to learn
+    s = max(6, int(min(h, w) * (0.3, 0.24, 0.2)[scene.count - 1]))  # 20-30% of the frame: large enough to learn
     cy = int(h * {"위쪽": 0.25, "가운데": 0.5, "아래쪽": 0.75}[scene.row])
     travel = {"오른쪽": (0.2 + 0.6 * p), "왼쪽": (0.8 - 0.6 * p), "정지": 0.5}[scene.motion]
-    cx = int(w * travel)
+    for k in range(scene.count):  # side by side, 1.5 sizes apart, moving together
+        _draw_one(frame, scene, int(w * travel + (k - (scene.count - 1) / 2) * 1.5 * s), cy, s)
+
+
+def _draw_one(frame: np.ndarray, scene: Scene, cx: int, cy: int, s: int) -> None:
+    h, w = frame.shape[:2]
     colour = COLORS[scene.color]
     yy, xx = np.ogrid[:h, :w]
     if scene.obj == "공":

@@ -13,6 +13,8 @@ from kocap.config import write_overrides
 from ..conftest import REPO, SMALL
 
 QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=20", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
+# METEOR, the default primary metric, needs Java; on a machine without it the lifecycle runs on ROUGE-L
+PRIMARY = [] if shutil.which("java") else ["eval.primary_metric=rouge_l"]
 BIN = Path(sys.executable).parent
 
 
@@ -41,7 +43,7 @@ def make_project(root: Path, overrides: list[str] = ()) -> Path:
     dvc(root, "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     write_overrides(root / "params.yaml",
-                    [f"data.sample.{k}={v}" for k, v in SMALL.items()] + QUICK_TRAINING + list(overrides))
+                    [f"data.sample.{k}={v}" for k, v in SMALL.items()] + QUICK_TRAINING + PRIMARY + list(overrides))
     sh(["git", "add", "-A"], root)
     sh(["git", "-c", "user.email=test@kocap", "-c", "user.name=test", "commit", "-qm", "project"], root)
     return root

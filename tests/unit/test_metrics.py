@@ -1,10 +1,21 @@
-"""Korean caption metrics: pycocoevalcap on the same morpheme tokens, diversity and grounding."""
+"""Korean caption metrics: pycocoevalcap on the same morpheme tokens, diversity, grounding, sentence-level
+scores, attribute accuracy and the placement of a score."""
 import shutil
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from kocap.evaluate.metrics import caption_metrics, diversity, morphemes, most_frequent_caption
+from kocap.config import EvalParams
+from kocap.evaluate.metrics import (PUBLISHED_BASELINE, caption_metrics, clip_scores, diversity, morphemes,
+                                    most_frequent_caption, sentence_scores, sentences)
+from kocap.evaluate.placement import placement
 from kocap.evaluate.stage import score
+from kocap.sample.captions import describe
+from kocap.sample.facts import attribute_accuracy
+from kocap.sample.scene import draw_scene
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java (a JRE), absent here")
 
 REFS = ["맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
         "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
@@ -31,7 +42,7 @@ def test_metrics_equal_pycocoevalcap_on_the_same_morphemes():
     assert 0 < ours["cider"] and ours["bleu_1"] > ours["bleu_4"]
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java; without it the metric is skipped")
+@needs_java
 def test_meteor_on_korean_morphemes():
     perfect = caption_metrics([[r] for r in REFS], REFS)["meteor"]
     partial = caption_metrics([[r] for r in REFS], [REFS[0]] * 4)["meteor"]
@@ -52,3 +63,72 @@ def test_grounding_is_positive_only_when_captions_follow_the_video():
     assert grounded["grounding"] > 1 and blind["grounding"] == 0
     assert grounded["baseline_most_frequent_cider"] == blind["primary"]
     assert most_frequent_caption(["a", "b", "b"]) == "b"
+
+
+def _paragraphs(n: int, seed: int = 7):
+    """(scene, reference paragraph) pairs from the sample generator: AI-Hub-length descriptions."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        scene = draw_scene(rng)
+        out.append((scene, describe(scene, rng)))
+    return out
+
+
+def _wrong(scene):
+    """The same scene with its subject, colour, time and motion changed."""
+    flip = lambda value, a, b: b if value == a else a  # noqa: E731
+    return replace(scene, obj=flip(scene.obj, "공", "사람"), color=flip(scene.color, "보라색", "흰색"),
+                   time=flip(scene.time, "밤", "낮"), motion=flip(scene.motion, "왼쪽", "오른쪽"))
+
+
+@needs_java
+def test_a_longer_but_worse_paragraph_does_not_win_on_the_primary_metric():
+    """Dropping the last two sentences (right but short) must beat a longer paragraph with wrong facts."""
+    assert EvalParams().primary_metric == "meteor"
+    clips = _paragraphs(8)
+    refs = [[ref] for _, ref in clips]
+    short = [" ".join(sentences(ref)[:-2]) for _, ref in clips]
+    longer_wrong = []
+    for i, (scene, ref) in enumerate(clips):
+        tries = (describe(_wrong(scene), np.random.default_rng([99, i, k])) for k in range(200))
+        longer_wrong.append(next(t for t in tries if len(t) > len(ref)))
+    primary = EvalParams().primary_metric
+    right, wrong = clip_scores(refs, short, primary), clip_scores(refs, longer_wrong, primary)
+    assert right[0] > wrong[0] + 0.1 and all(a > b for a, b in zip(right[1], wrong[1]))
+    assert attribute_accuracy([r for _, r in clips], short)["mean"] > attribute_accuracy([r for _, r in clips],
+                                                                                        longer_wrong)["mean"]
+
+
+def test_sentence_scores_match_sentences_in_any_order():
+    ref = "맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다. 카메라는 고정되어 있습니다."
+    reordered = "카메라는 고정되어 있습니다. 맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다."
+    half = "맑은 날 도시의 풍경입니다."
+    assert sentence_scores([ref], [reordered]) == {"sentence_recall": 1.0, "sentence_precision": 1.0, "sentence_f1": 1.0}
+    partial = sentence_scores([ref], [half])
+    assert partial["sentence_precision"] == 1.0 and partial["sentence_recall"] < 0.7
+
+
+def test_attribute_accuracy_reads_the_generators_facts():
+    clips = _paragraphs(12)
+    refs = [ref for _, ref in clips]
+    assert attribute_accuracy(refs, refs)["mean"] == 1.0
+    wrong = attribute_accuracy(refs, [describe(_wrong(s), np.random.default_rng(i)) for i, (s, _) in enumerate(clips)])
+    assert wrong["obj"] == wrong["color"] == wrong["time"] == wrong["motion"] == 0.0
+    assert wrong["row"] == wrong["camera"] == 1.0
+    assert attribute_accuracy(refs, [""] * 12)["mean"] == 0.0  # saying nothing states nothing
+
+
+def test_the_placement_puts_the_score_beside_its_reference_points():
+    metrics = {"primary_metric": "meteor", "primary": 0.41, "samples": 30, "baseline_most_frequent_meteor": 0.2,
+               "shuffled_meteor": 0.25, "cut_share": 0.1, "max_new_tokens": 500}
+    comparison = {"champion_version": "3", "champion": "0.38", "challenger": "0.41", "clips": "30", "val_set": "ab12"}
+    rows = {r["what"]: r for r in placement(metrics, comparison)}
+    assert rows["this model"]["score"] == 0.41 and rows["most frequent training caption"]["score"] == 0.2
+    assert rows["this model, shuffled videos"]["score"] == 0.25 and rows["champion v3, same clips"]["score"] == 0.38
+    assert rows[PUBLISHED_BASELINE["label"]]["score"] == 0.3052 and "its own data" in rows[PUBLISHED_BASELINE["label"]]["note"]
+    assert rows["captions cut by the generation budget"]["score"] == 0.1
+    other = {r["what"]: r for r in placement({**metrics, "primary_metric": "rouge_l", "baseline_most_frequent_rouge_l": 0.2,
+                                              "shuffled_rouge_l": 0.25})}
+    assert other[PUBLISHED_BASELINE["label"]]["score"] is None  # never set beside a number of another metric
+    assert other["current champion, same clips"]["score"] is None

@@ -53,3 +53,14 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, args, params, sa
     assert "Traceback" not in proc.stderr and says in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "params.yaml").read_text(encoding="utf-8") == before  # nothing written
     assert not (tmp_path / ".prefect").exists() or args[0] != "run"  # refused before Prefect started
+
+
+def test_meteor_without_java_stops_before_captioning_with_what_to_do(tmp_path, monkeypatch):
+    from kocap.cli import user_error
+    from kocap.evaluate.metrics import MetricUnavailable, require
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without a JRE on its PATH
+    with pytest.raises(MetricUnavailable) as refused:
+        require("meteor")
+    assert "Java" in user_error(refused.value) and "eval.primary_metric=rouge_l" in user_error(refused.value)
+    require("rouge_l")  # pure Python: fine without Java
