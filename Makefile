@@ -6,17 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kocap-installed
 
-# Offline-safe defaults (see shared notes, stack.md); the CLI sets the same ones, and points MLflow at
-# mlflow.db, or at the `make ui` server while it runs.
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
-export PREFECT_HOME ?= $(CURDIR)/.prefect
-export DVC_NO_ANALYTICS ?= 1
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-export GX_ANALYTICS_ENABLED ?= false
+# The offline defaults (analytics off, Hugging Face offline, PREFECT_HOME and the MLflow DB in the project)
+# live in kocap/env.py: every kocap command and the test suite apply them, so nothing is restated here.
 
-.PHONY: install demo test test-fast clean ui ui-stop
+.PHONY: install demo test test-fast lint style clean ui ui-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +29,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow' tests
+
+# ruff (settings in pyproject.toml): `make lint` checks, `make style` rewrites.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+style: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf .prefect .dvc-remote .dvc/cache mlflow.db data/raw data/*.parquet data/rejects reports/*.json dvc.lock

@@ -9,13 +9,11 @@
 4. after changing `frames.num_frames`: frames and every stage after it run, ingest and validate do not.
 After each run `dvc status` must be clean. Prints seconds, the ratio to the cold run, what ran.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,47 +22,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kocap.config import write_overrides  # noqa: E402
-from kocap.stages import STAGES  # noqa: E402
+from kocap.pipeline import STAGES  # noqa: E402
+from kocap.scratch import BIN, scratch_project, sh  # noqa: E402
 
-QUICK = ["data.sample.num_clips=48", "data.sample.clips_per_zip=16", "data.sample.num_images=24",
-         "model.tiny_lm.pretrain_steps=50", "stage2.epochs=2"]
+QUICK = [
+    "data.sample.num_clips=48",
+    "data.sample.clips_per_zip=16",
+    "data.sample.num_images=24",
+    "model.tiny_lm.pretrain_steps=50",
+    "stage2.epochs=2",
+]
 ALL = [s.name for s in STAGES]
-AFTER_FRAMES = ALL[ALL.index("frames"):]
-
-
-def scratch_project(root: Path, overrides: list[str]) -> Path:
-    for name in ("kocap", "tasks", "flows"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    _sh(["git", "init", "-q"], root)
-    _sh([str(Path(sys.executable).parent / "dvc"), "init", "-q"], root)
-    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    if overrides:
-        write_overrides(root / "params.yaml", overrides)
-    return root
-
-
-def _sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_HOME": str(cwd / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc
+AFTER_FRAMES = ALL[ALL.index("frames") :]
 
 
 def timed_run(project: Path, overrides: list[str]) -> dict:
     t = time.perf_counter()
-    proc = _sh([sys.executable, "-m", "kocap.cli", "run", *overrides], project)
+    proc = sh([sys.executable, "-m", "kocap.cli", "run", *overrides], project, timeout=None)
     seconds = time.perf_counter() - t
-    summary = json.loads(proc.stdout[proc.stdout.index("{"): proc.stdout.rindex("}") + 1])
-    status = json.loads(_sh([str(Path(sys.executable).parent / "dvc"), "status", "--json"], project).stdout)
+    summary = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
+    status = json.loads(sh([str(BIN / "dvc"), "status", "--json"], project).stdout)
     logs = proc.stdout + proc.stderr
-    return {"seconds": seconds, "ran": [s for s in ALL if summary[s]["ran"]], "clean": status == {},
-            "cached": sum(f"Task run '{s}-" in line and "Cached" in line for s in ALL for line in logs.splitlines())}
+    return {
+        "seconds": seconds,
+        "ran": [s for s in ALL if summary[s]["ran"]],
+        "clean": status == {},
+        "cached": sum(f"Task run '{s}-" in line and "Cached" in line for s in ALL for line in logs.splitlines()),
+    }
 
 
 def main() -> None:
@@ -73,9 +57,13 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kocap-cache-bench-") as tmp:
         project = scratch_project(Path(tmp), QUICK if args.quick else [])
-        steps = [("cold", [], ALL), ("nothing changed", [], []), ("nothing changed, again", [], []),
-                 ("eval.seed changed", ["eval.seed=1"], ["evaluate", "register"]),
-                 ("frames.num_frames changed", ["frames.num_frames=6"], AFTER_FRAMES)]
+        steps = [
+            ("cold", [], ALL),
+            ("nothing changed", [], []),
+            ("nothing changed, again", [], []),
+            ("eval.seed changed", ["eval.seed=1"], ["evaluate", "register"]),
+            ("frames.num_frames changed", ["frames.num_frames=6"], AFTER_FRAMES),
+        ]
         cold = None
         print(f"{'run':<28}{'seconds':>9}{'x cold':>8}  {'clean':<6}{'Cached':>7}  stages run (expected)")
         failures = []
@@ -84,8 +72,10 @@ def main() -> None:
             cold = cold or r["seconds"]
             ok = r["clean"] and r["ran"] == expected
             failures += [] if ok else [label]
-            print(f"{label:<28}{r['seconds']:>9.1f}{r['seconds'] / cold:>8.3f}  {str(r['clean']):<6}{r['cached']:>7}  "
-                  f"{','.join(r['ran']) or '-'}{'' if ok else '   (expected ' + (','.join(expected) or '-') + ')'}")
+            print(
+                f"{label:<28}{r['seconds']:>9.1f}{r['seconds'] / cold:>8.3f}  {str(r['clean']):<6}{r['cached']:>7}  "
+                f"{','.join(r['ran']) or '-'}{'' if ok else '   (expected ' + (','.join(expected) or '-') + ')'}"
+            )
             if label == "nothing changed" and r["seconds"] > 0.10 * cold:
                 failures.append("no-change run above 10% of cold")
         print("all guarantees held" if not failures else f"FAILED: {'; '.join(failures)}")

@@ -8,6 +8,7 @@ second, in one run, for: (a) the frames stage (decord seek + resize/crop, `frame
 (c) decord `get_batch` in one process with decord's default threads (all cores) and (c1) with one
 thread. Prints medians over repeats and the ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ import av
 import numpy as np
 import pandas as pd
 
+from kocap import paths
 from kocap.data import frames
-from kocap.data.video import encode_mp4, sample_indices
+from kocap.data.video import FrameSpec, encode_mp4, sample_indices
 
 
 def make_clip(path: Path, width: int, height: int, seconds: int, fps: int = 30) -> None:
@@ -44,10 +46,10 @@ def decord_batch(path: Path, k: int = 8, threads: int = 0) -> np.ndarray:
     return vr.get_batch(sample_indices(len(vr), k)).asnumpy()
 
 
-def stage(paths: list[Path], root: Path, workers: int) -> None:
-    table = pd.DataFrame({"sample_id": [p.stem for p in paths], "video_path": [p.name for p in paths]})
-    spec = frames.FrameSpec(8, 336, "pad", 8294400)
-    out = root / frames.OUT
+def stage(videos: list[Path], root: Path, workers: int) -> None:
+    table = pd.DataFrame({"sample_id": [p.stem for p in videos], "video_path": [p.name for p in videos]})
+    spec = FrameSpec(8, 336, "pad", 8294400)
+    out = root / paths.FRAMES
     if out.exists():
         import shutil
 
@@ -81,9 +83,12 @@ def main() -> None:
             b = timed(lambda ps=paths: [pyav_decode_all(p) for p in ps], len(paths), args.repeats)
             c = timed(lambda ps=paths: [decord_batch(p) for p in ps], len(paths), args.repeats)
             c1 = timed(lambda ps=paths: [decord_batch(p, threads=1) for p in ps], len(paths), args.repeats)
-            print(f"{label}: (a) frames stage, {args.workers} workers: {a:.2f} clips/s | (b) PyAV decode-all: "
-                  f"{b:.2f} | (c) decord get_batch, 1 process, default threads: {c:.2f} | (c1) same, 1 thread: "
-                  f"{c1:.2f} | a/b = {a / b:.2f}x, a/c = {a / c:.2f}x, a/c1 = {a / c1:.2f}x", flush=True)
+            print(
+                f"{label}: (a) frames stage, {args.workers} workers: {a:.2f} clips/s | (b) PyAV decode-all: "
+                f"{b:.2f} | (c) decord get_batch, 1 process, default threads: {c:.2f} | (c1) same, 1 thread: "
+                f"{c1:.2f} | a/b = {a / b:.2f}x, a/c = {a / c:.2f}x, a/c1 = {a / c1:.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Imports torch, transformers, peft, bitsandbytes, accelerate, tokenizers, safeten
 pyarrow, pyyaml, pydantic and kocap only (plus PIL and requests, which kocap's stage modules import
 and GPU images carry); no MLflow, Prefect, DVC or Great Expectations.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,7 @@ def peak_gib(dev: str) -> float | str:
 
 # ---------------------------------------------------------------- 1. the stage code on the micro preset
 
+
 def micro_project(root: Path, clips: int = 12, images: int = 3) -> None:
     """What validate and frames would leave: validated tables, images on disk, frame shards + index."""
     from PIL import Image
@@ -71,33 +73,42 @@ def micro_project(root: Path, clips: int = 12, images: int = 3) -> None:
     split = ["val" if i % 4 == 0 else "train" for i in range(clips)]
     captions = [f"{CAPTION[: 200 + 20 * i]}" for i in range(clips)]
     (root / "data/validated").mkdir(parents=True)
-    pd.DataFrame({"sample_id": ids, "split": split, "caption_ko": captions, "video_path": [f"{i}.mp4" for i in ids]}
-                 ).to_parquet(root / "data/validated/clips.parquet")
+    pd.DataFrame(
+        {"sample_id": ids, "split": split, "caption_ko": captions, "video_path": [f"{i}.mp4" for i in ids]}
+    ).to_parquet(root / "data/validated/clips.parquet")
     (root / "data/images").mkdir(parents=True)
     for i in range(images):
         Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / f"data/images/{i}.png")
-    pd.DataFrame({"sample_id": [f"img{i}" for i in range(images)], "image_path": [f"data/images/{i}.png" for i in
-                  range(images)], "caption_ko": captions[:images]}).to_parquet(root / "data/validated/images.parquet")
+    pd.DataFrame(
+        {
+            "sample_id": [f"img{i}" for i in range(images)],
+            "image_path": [f"data/images/{i}.png" for i in range(images)],
+            "caption_ko": captions[:images],
+        }
+    ).to_parquet(root / "data/validated/images.parquet")
     (root / "data/frames/clips").mkdir(parents=True)
     np.save(root / "data/frames/clips/s0.npy", rng.integers(0, 255, (clips, 8, 56, 56, 3), dtype=np.uint8))
-    pd.DataFrame({"sample_id": ids, "split": split, "shard": "clips/s0.npy", "offset": range(clips)}
-                 ).to_parquet(root / "data/frames/clips.parquet")
+    pd.DataFrame({"sample_id": ids, "split": split, "shard": "clips/s0.npy", "offset": range(clips)}).to_parquet(
+        root / "data/frames/clips.parquet"
+    )
 
 
 def stage_code_on_micro(dev: str) -> None:
     from kocap.config import load_config
-    from kocap.evaluate import stage as evaluate
-    from kocap.evaluate.captioner import Captioner
+    from kocap.env import RunEnv
+    from kocap.evaluate import predict as evaluate
+    from kocap.model.captioner import Captioner
     from kocap.model.micro import build_micro
-    from kocap.stages import RunEnv
     from kocap.train import align, assemble, finetune
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_micro(root / "models/micro")
         micro_project(root)
-        cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
-                          ["model.preset=micro", "stage1.epochs=2", "stage2.epochs=3", "eval.batch_size=4"])
+        cfg = load_config(
+            Path(__file__).resolve().parents[1] / "params.yaml",
+            ["model.preset=micro", "stage1.epochs=2", "stage2.epochs=3", "eval.batch_size=4"],
+        )
         env = RunEnv({}, track=False)
         for name, stage in (("assemble", assemble), ("align", align), ("finetune", finetune)):
             reset_peak(dev)
@@ -107,14 +118,19 @@ def stage_code_on_micro(dev: str) -> None:
             record("micro", f"{name} s", round(time.perf_counter() - t, 1), f"{extra} peak {peak_gib(dev)} GiB")
         t = time.perf_counter()
         predictions, cut, _, budget = evaluate.predict(cfg, root)
-        record("micro", "evaluate captions", len(predictions), f"budget {budget}, cut {sum(cut)}, "
-               f"{time.perf_counter() - t:.1f} s")
+        record(
+            "micro",
+            "evaluate captions",
+            len(predictions),
+            f"budget {budget}, cut {sum(cut)}, {time.perf_counter() - t:.1f} s",
+        )
         cap = Captioner.load(root / "models/base", root / "models/finetune/adapter", cfg, 16)
         frames = np.load(root / "data/frames/clips/s0.npy")[:3]
         record("micro", "caption (served path)", len(cap.caption_frames(frames)), "captions for 3 clips")
 
 
 # ---------------------------------------------------------------- 2. the production architectures
+
 
 def random_base(llm: str, dev: str, prec: str, smoke: bool):
     """`load_base` of a production architecture, with random weights drawn on `dev`: the LLM's linears
@@ -128,23 +144,32 @@ def random_base(llm: str, dev: str, prec: str, smoke: bool):
     from kocap.model.presets import llava_config, production_config
 
     vocab = 151936
-    cfg = (llava_config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8) if smoke
-           else production_config(llm, video_token_id=151669, image_token_id=151670, vocab_size=vocab))
+    cfg = (
+        llava_config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8)
+        if smoke
+        else production_config(llm, video_token_id=151669, image_token_id=151670, vocab_size=vocab)
+    )
     dt = runtime.dtype(prec)
     with torch.device("meta"):
         model = LlavaNextVideoForConditionalGeneration(cfg)
-    model = replace_with_bnb_linear(model, modules_to_not_convert=NOT_QUANTIZED,
-                                    quantization_config=quantization_config(dt))
+    model = replace_with_bnb_linear(
+        model, modules_to_not_convert=NOT_QUANTIZED, quantization_config=quantization_config(dt)
+    )
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             w = torch.randn(module.out_features, module.in_features, dtype=torch.float16, device=dev) * 0.02
-            module.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True).to(dev)
+            module.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True).to(
+                dev
+            )
             module.compute_dtype = dt
             module.support_avx512bf16_for_cpu = False
         else:
             for name, p in list(module.named_parameters(recurse=False)):
-                setattr(module, name, torch.nn.Parameter(torch.randn(p.shape, dtype=dt, device=dev) * 0.02,
-                                                         requires_grad=False))
+                setattr(
+                    module,
+                    name,
+                    torch.nn.Parameter(torch.randn(p.shape, dtype=dt, device=dev) * 0.02, requires_grad=False),
+                )
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     _materialise_buffers(model, cfg, dev)
@@ -192,8 +217,8 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     from kocap.config import load_config
     from kocap.model.build import add_lora
     from kocap.model.text import encode
+    from kocap.model.video_lm import loss, pooled_features
     from kocap.train.loop import LoopSpec, run_loop
-    from kocap.train.video_lm import loss, pooled_features
 
     p = load_config(overrides=[f"model.preset={preset}"]).stage2
     reset_peak(dev)
@@ -207,8 +232,15 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     tok = _Tok(cfg)
     encoded = [encode(tok, PROMPT, CAPTION, feats.shape[1], 4096)] * p.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        spec = LoopSpec(steps=steps, lr=p.lr, checkpoint_every=10**6, checkpoint_dir=Path(tmp), signature="gpu-check",
-                        precision=prec, device=dev)
+        spec = LoopSpec(
+            steps=steps,
+            lr=p.lr,
+            checkpoint_every=10**6,
+            checkpoint_dir=Path(tmp),
+            signature="gpu-check",
+            precision=prec,
+            device=dev,
+        )
         rates = []
 
         def batch(m: int):
@@ -216,11 +248,13 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
             return value, p.batch_size, tokens
 
         run_loop(model, batch, spec, lambda step, m: rates.append(m["samples_per_s"]))
-    record(preset, "stage-2 peak GiB", peak_gib(dev), f"batch {p.batch_size}, {len(encoded[0].input_ids)} tokens, {prec}")
+    record(
+        preset, "stage-2 peak GiB", peak_gib(dev), f"batch {p.batch_size}, {len(encoded[0].input_ids)} tokens, {prec}"
+    )
     record(preset, "stage-2 samples/s", round(statistics.median(rates[1:] or rates), 2), f"median of {steps} steps")
     stage1_peak(preset, model, cfg, dev, prec)
     eval_speed(preset, model, cfg, dev, prec, smoke)
-    del model
+    model = None  # free it before the next preset is measured
     reset_peak(dev)
 
 
@@ -231,7 +265,7 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
     from kocap.model.preprocess import anyres
     from kocap.model.presets import image_tokens
     from kocap.model.text import IMAGE, encode
-    from kocap.train.video_lm import answer_loss
+    from kocap.model.video_lm import answer_loss
 
     reset_peak(dev)
     h, w = (768, 1024) if cfg.vision_config.image_size == 336 else (96, 128)
@@ -240,8 +274,9 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
     ids, labels = torch.tensor([enc.input_ids], device=dev), torch.tensor([enc.labels], device=dev)
     pixels = torch.from_numpy(anyres(img, cfg.vision_config.image_size))[None].to(dev, runtime.dtype(prec))
     with runtime.autocast(prec, dev):
-        value = answer_loss(model, labels, input_ids=ids, pixel_values=pixels,
-                            image_sizes=torch.tensor([[h, w]], device=dev))
+        value = answer_loss(
+            model, labels, input_ids=ids, pixel_values=pixels, image_sizes=torch.tensor([[h, w]], device=dev)
+        )
     value.backward()
     model.zero_grad(set_to_none=True)
     record(preset, "stage-1 peak GiB", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
@@ -250,7 +285,7 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
 def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:
     from kocap.config import load_config
     from kocap.model import runtime
-    from kocap.train.video_lm import generate
+    from kocap.model.video_lm import generate
 
     batch = load_config(overrides=[f"model.preset={preset}"]).eval.batch_size
     model.eval()
@@ -262,12 +297,17 @@ def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> Non
         generate(model, _Tok(cfg), feats, PROMPT, new, 4096, do_sample=False)
     if dev == "cuda":
         torch.cuda.synchronize()
-    record(preset, "eval tokens/s", round(batch * new / (time.perf_counter() - t), 1),
-           f"batch {batch}, {new} new tokens, peak {peak_gib(dev)} GiB")
+    record(
+        preset,
+        "eval tokens/s",
+        round(batch * new / (time.perf_counter() - t), 1),
+        f"batch {batch}, {new} new tokens, peak {peak_gib(dev)} GiB",
+    )
     model.train()
 
 
 # ---------------------------------------------------------------- 3. assemble's host RAM
+
 
 def assemble_ram(smoke: bool) -> None:
     """Write a random qwen3-8b-shaped LLM checkpoint (bf16 safetensors shards) and a tower, then assemble
@@ -281,24 +321,44 @@ def assemble_ram(smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_micro(root / "micro")  # Qwen's tokenizer
-        shapes = dict(QWEN3["Qwen/Qwen3-8B"], **({"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512,
-                                                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64}
-                                                  if smoke else {}))
+        shapes = dict(
+            QWEN3["Qwen/Qwen3-8B"],
+            **(
+                {
+                    "num_hidden_layers": 2,
+                    "hidden_size": 256,
+                    "intermediate_size": 512,
+                    "num_attention_heads": 4,
+                    "num_key_value_heads": 2,
+                    "head_dim": 64,
+                }
+                if smoke
+                else {}
+            ),
+        )
         text = Qwen3Config(**shapes)
         llm = root / "llm"
         llm.mkdir()
         text.save_pretrained(llm)
         size = _write_random_llm(text, llm, save_file)
-        vision = CLIPVisionConfig(**CLIP_L_336) if not smoke else CLIPVisionConfig(hidden_size=64, intermediate_size=128,
-                                                                                     num_hidden_layers=2,
-                                                                                     num_attention_heads=4)
+        vision = (
+            CLIPVisionConfig(**CLIP_L_336)
+            if not smoke
+            else CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+        )
         CLIPVisionModel(vision).save_pretrained(root / "clip")
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--assemble-child", tmp], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--assemble-child", tmp], capture_output=True, text=True, check=True
+        )
         anon, rss = json.loads(out.stdout.strip().splitlines()[-1])
-        record("assemble", "peak host RAM GiB", anon, f"anonymous memory; LLM checkpoint {size / 2**30:.1f} GiB, "
-               f"{time.perf_counter() - t:.0f} s (ru_maxrss {rss} GiB counts the mapped, reclaimable checkpoint pages)")
+        record(
+            "assemble",
+            "peak host RAM GiB",
+            anon,
+            f"anonymous memory; LLM checkpoint {size / 2**30:.1f} GiB, "
+            f"{time.perf_counter() - t:.0f} s (ru_maxrss {rss} GiB counts the mapped, reclaimable checkpoint pages)",
+        )
 
 
 def assemble_child(tmp: str) -> None:
@@ -339,7 +399,7 @@ def _write_random_llm(text, folder: Path, save_file) -> int:
         group = key.split(".")[2] if key.startswith("model.layers.") else "rest"
         groups.setdefault(group, {})[key] = shape
     total = 0
-    for i, (group, items) in enumerate(groups.items()):
+    for i, items in enumerate(groups.values()):
         tensors = {k: (torch.randn(s, dtype=torch.bfloat16, device=dev) * 0.02).cpu() for k, s in items.items()}
         save_file(tensors, folder / f"model-{i:05d}.safetensors", metadata={"format": "pt"})
         total += sum(t.numel() * 2 for t in tensors.values())
@@ -372,12 +432,16 @@ def main() -> None:
     if dev == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, CAP_GIB * 2**30 / total))
-        say(f"{torch.cuda.get_device_name(0)}, memory capped at {CAP_GIB} GiB; auto precision here: "
-            f"{runtime.precision('auto', dev)} (a T4, sm_75, gets fp16)")
-    steps = {"micro": lambda: stage_code_on_micro(dev),
-             "qwen3-8b": lambda: stage2_peak("qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps),
-             "qwen3-4b": lambda: stage2_peak("qwen3-4b", "Qwen/Qwen3-4B", dev, prec, args.smoke, args.steps),
-             "assemble": lambda: assemble_ram(args.smoke)}
+        say(
+            f"{torch.cuda.get_device_name(0)}, memory capped at {CAP_GIB} GiB; auto precision here: "
+            f"{runtime.precision('auto', dev)} (a T4, sm_75, gets fp16)"
+        )
+    steps = {
+        "micro": lambda: stage_code_on_micro(dev),
+        "qwen3-8b": lambda: stage2_peak("qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps),
+        "qwen3-4b": lambda: stage2_peak("qwen3-4b", "Qwen/Qwen3-4B", dev, prec, args.smoke, args.steps),
+        "assemble": lambda: assemble_ram(args.smoke),
+    }
     failed = []
     for name, step in steps.items():
         if name in args.skip:

@@ -6,6 +6,7 @@ running the tower on every step (what training without a cache does).
 
 Prints median samples/s of each and the ratio (cache / no cache), measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kocap import paths
 from kocap.config import load_config
-from kocap.data.frames import OUT as FRAMES
+from kocap.data.rows import open_frames, split_rows
 from kocap.model.build import load_qlora
+from kocap.model.features import FeatureStore
 from kocap.model.text import load_tokenizer
-from kocap.train.assemble import OUT as BASE
-from kocap.train.features import FeatureStore
-from kocap.train.finetune import encode_rows, training_rows
-from kocap.train.video_lm import loss, pooled_features
+from kocap.model.video_lm import loss, pooled_features
+from kocap.train.samples import warm_and_encode
 
 
 def frames_of(root: Path, rows) -> np.ndarray:
-    return np.stack([np.load(root / FRAMES / r["shard"], mmap_mode="r")[r["offset"]] for _, r in rows.iterrows()])
+    return np.stack([open_frames(root, r) for _, r in rows.iterrows()])
 
 
 def measure(model, step_features, encoded, rows, batch: int, steps: int, pad: int) -> float:
@@ -53,18 +54,25 @@ def main() -> None:
     root = Path(args.root)
     cfg = load_config(root / "params.yaml")
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(str(root / BASE))
-    model = load_qlora(root / BASE, cfg.stage2.lora_r, cfg.stage2.lora_alpha)
-    rows = training_rows(root)
+    tokenizer = load_tokenizer(str(root / paths.BASE))
+    model = load_qlora(root / paths.BASE, cfg.stage2.lora_r, cfg.stage2.lora_alpha)
     store = FeatureStore(model, root)
-    store.warm(rows)
-    encoded, rows, _ = encode_rows(rows, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+    encoded, rows, _ = warm_and_encode(split_rows(root), store, tokenizer, cfg)
     b = cfg.stage2.batch_size
     cached = measure(model, store.get, encoded, rows, b, args.steps, tokenizer.pad_token_id)
-    uncached = measure(model, lambda r: pooled_features(model, frames_of(root, r)), encoded, rows, b, args.steps,
-                       tokenizer.pad_token_id)
-    print(f"stage 2, tiny preset, batch {b}, {args.steps} steps each: with feature cache {cached:.1f} samples/s | "
-          f"tower every step {uncached:.1f} samples/s | ratio {cached / uncached:.2f}x")
+    uncached = measure(
+        model,
+        lambda r: pooled_features(model, frames_of(root, r)),
+        encoded,
+        rows,
+        b,
+        args.steps,
+        tokenizer.pad_token_id,
+    )
+    print(
+        f"stage 2, tiny preset, batch {b}, {args.steps} steps each: with feature cache {cached:.1f} samples/s | "
+        f"tower every step {uncached:.1f} samples/s | ratio {cached / uncached:.2f}x"
+    )
 
 
 if __name__ == "__main__":

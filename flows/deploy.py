@@ -12,6 +12,7 @@
 Process pools run a flow in the folder it was deployed from; a Docker or Kubernetes pool instead
 runs an image holding the project (README, operations).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +20,15 @@ from pathlib import Path
 from prefect import flow
 from prefect.events import DeploymentEventTrigger
 
-from kocap.config import load_config
 from flows.watch import EVENT
+from kocap.config import load_config
 
 NAME = "kocap"
-ENTRYPOINTS = {"lifecycle": "flows/lifecycle.py:lifecycle", "watch-aihub": "flows/watch.py:watch_aihub",
-               "finetune": "flows/finetune.py:finetune"}
+ENTRYPOINTS = {
+    "lifecycle": "flows/lifecycle.py:lifecycle",
+    "watch-aihub": "flows/watch.py:watch_aihub",
+    "finetune": "flows/finetune.py:finetune",
+}
 
 
 def ensure_pool(name: str, kind: str = "process") -> None:
@@ -49,8 +53,16 @@ def deploy(root: Path, only: list[str] | None = None, pool: str | None = None) -
         ensure_pool(target_pool)
         source = flow.from_source(source=str(root.resolve()), entrypoint=ENTRYPOINTS[name])
         dep_name = target_pool if name == "finetune" else NAME
-        ids[f"{name}/{dep_name}"] = str(source.deploy(name=dep_name, work_pool_name=target_pool, build=False, push=False,
-                                                      print_next_steps=False, **_extras(name, ops)))
+        ids[f"{name}/{dep_name}"] = str(
+            source.deploy(
+                name=dep_name,
+                work_pool_name=target_pool,
+                build=False,
+                push=False,
+                print_next_steps=False,
+                **_extras(name, ops),
+            )
+        )
     return ids
 
 
@@ -58,8 +70,11 @@ def _extras(name: str, ops) -> dict:
     if name == "watch-aihub":
         return {"cron": ops.watch_cron, "description": "Look for new AI-Hub data; ingest it and emit " + EVENT}
     if name == "lifecycle":
-        trigger = DeploymentEventTrigger(name="retrain on new AI-Hub data", expect={EVENT},
-                                         match={"prefect.resource.id": "kocap.aihub.*"},
-                                         parameters={"trigger": f"{EVENT} {{{{ event.payload.snapshot_id }}}}"})
+        trigger = DeploymentEventTrigger(
+            name="retrain on new AI-Hub data",
+            expect={EVENT},
+            match={"prefect.resource.id": "kocap.aihub.*"},
+            parameters={"trigger": f"{EVENT} {{{{ event.payload.snapshot_id }}}}"},
+        )
         return {"triggers": [trigger], "description": "Every stage that is not up to date, then register"}
     return {"description": "Stage 2 (QLoRA) on this pool's workers; inputs and outputs via the DVC remote"}

@@ -6,6 +6,7 @@ checkpoints after a crash), pushes the adapter and records the handoff in MLflow
     kocap deploy --only finetune --pool gpu-t4 && prefect worker start --pool gpu-t4
     # then, where the lifecycle runs: ops.finetune_pool: gpu-t4 in params.yaml
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from prefect import flow, get_run_logger
 
 from kocap import handoff
 from kocap.workspace import exclusive
-from tasks.stages import STAGE_TASKS
+from tasks.stage_tasks import STAGE_TASKS
 
 
 @flow(name="finetune", log_prints=True)
@@ -25,7 +26,8 @@ def finetune(request: dict, root: str = ".", wait_s: float = 3600) -> dict:
         for warning in handoff.apply(project, request):
             log.warning(warning)
         result = STAGE_TASKS["finetune"](name="finetune", root=str(project))
-        run_id = handoff.publish(project, "finetune", request["handoff_id"],
-                                 {"worker_root": project, "ran": result.get("ran")})
+        run_id = handoff.publish(
+            project, "finetune", request["handoff_id"], {"worker_root": project, "ran": result.get("ran")}
+        )
     log.info("finetune outputs pushed to the DVC remote; MLflow handoff run %s", run_id)
     return {"handoff_run": run_id, "ran": result.get("ran")}

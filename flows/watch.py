@@ -3,6 +3,7 @@ emit `kocap.aihub.data-landed`; the lifecycle deployment's trigger then retrains
 
     kocap watch                     # once, here; `kocap deploy` schedules it (ops.watch_cron)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
-from kocap import dvcops, stages
+from kocap import dvcops, pipeline
 from kocap.config import load_config
 from kocap.data import ingest
+from kocap.env import RunEnv
 from kocap.workspace import exclusive
 
 EVENT = "kocap.aihub.data-landed"
@@ -21,16 +23,16 @@ EVENT = "kocap.aihub.data-landed"
 @task(name="aihub-tree-diff", retries=2, retry_delay_seconds=30)
 def new_filekeys(root: str) -> tuple[str, list[str]]:
     project = Path(root)
-    return ingest.pending(load_config(project / "params.yaml"), project, stages.RunEnv.from_environ())
+    return ingest.pending(load_config(project / "params.yaml"), project, RunEnv.from_environ())
 
 
 @task(name="ingest-new-data", retries=2, retry_delay_seconds=30)
 def ingest_new(root: str) -> dict:
     """The ingest stage, run even though DVC sees no change: the change is on the server."""
     project = Path(root)
-    report = stages.run_stage("ingest", load_config(project / "params.yaml"), project, stages.RunEnv.from_environ())
+    report = pipeline.run_stage("ingest", load_config(project / "params.yaml"), project, RunEnv.from_environ())
     dvcops.commit(project, "ingest")
-    return {"snapshot_id": report.snapshot_id, "downloaded": report.downloaded, "samples": report.samples}
+    return {k: report[k] for k in ("snapshot_id", "downloaded", "samples")}
 
 
 @flow(name="watch-aihub", log_prints=True)
@@ -45,8 +47,13 @@ def watch_aihub(root: str = ".", wait_s: float = 3600) -> dict:
     with exclusive(project, wait_s):
         landed = ingest_new(str(project))
     cfg = load_config(project / "params.yaml")
-    emit_event(event=EVENT, resource={"prefect.resource.id": f"kocap.aihub.{cfg.data.aihub.dataset_key}",
-                                      "prefect.resource.name": f"AI-Hub dataset {cfg.data.aihub.dataset_key}"},
-               payload={"snapshot_id": landed["snapshot_id"], "filekeys": landed["downloaded"], "project": str(project)})
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"kocap.aihub.{cfg.data.aihub.dataset_key}",
+            "prefect.resource.name": f"AI-Hub dataset {cfg.data.aihub.dataset_key}",
+        },
+        payload={"snapshot_id": landed["snapshot_id"], "filekeys": landed["downloaded"], "project": str(project)},
+    )
     log.info("emitted %s for snapshot %s", EVENT, landed["snapshot_id"])
     return {"snapshot_id": landed["snapshot_id"], "landed": landed["downloaded"]}

@@ -1,15 +1,16 @@
 """The `kocap` command.
 
-    kocap run [key.sub=value ...]      the lifecycle flow (Prefect), overrides written to params.yaml
-    kocap stage NAME                   one stage, as dvc.yaml runs it
-    kocap aihub list | tree KEY | download KEY --out DIR | emulate ROOT
-    kocap sample ROOT                  write the embedded AI-Hub-shaped sample
-    kocap dvc-yaml                     print dvc.yaml as generated from the stage table
-    kocap micro-preset                 write the micro production-format tower + Qwen3 (real tokenizer)
-    kocap ui start | stop | status     the Prefect and MLflow servers (`make ui`)
-    kocap deploy [--only NAME]         lifecycle, watch-aihub (and finetune) deployments
-    kocap watch                        look for new AI-Hub data once (what watch-aihub runs)
+kocap run [key.sub=value ...]      the lifecycle flow (Prefect), overrides written to params.yaml
+kocap stage NAME                   one stage, as dvc.yaml runs it
+kocap aihub list | tree KEY | download KEY --out DIR | emulate ROOT
+kocap sample ROOT                  write the embedded AI-Hub-shaped sample
+kocap dvc-yaml                     print dvc.yaml as generated from the stage table
+kocap micro-preset                 write the micro production-format tower + Qwen3 (real tokenizer)
+kocap ui start | stop | status     the Prefect and MLflow servers (`make ui`)
+kocap deploy [--only NAME]         lifecycle, watch-aihub (and finetune) deployments
+kocap watch                        look for new AI-Hub data once (what watch-aihub runs)
 """
+
 from __future__ import annotations
 
 import json
@@ -17,50 +18,42 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
+from .env import RunEnv, setup_environment
+
 # pretty exceptions are off: they print local variables, and a local may hold the AI-Hub key
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="kocap: Korean video captioning lifecycle")
-aihub_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Talk to AI-Hub (or anything that speaks its protocol).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="kocap: Korean video captioning lifecycle",
+)
+aihub_app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_enable=False, help="Talk to AI-Hub (or anything that speaks its protocol)."
+)
 app.add_typer(aihub_app, name="aihub")
 ui_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="The Prefect and MLflow UIs.")
 app.add_typer(ui_app, name="ui")
 
-OFFLINE_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DVC_NO_ANALYTICS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-}
-
-
-def setup_environment(root: Path) -> None:
-    """Defaults for offline runs; anything the user set wins. PREFECT_HOME stays in the project; while
-    `make ui` servers run for this project, runs report to them."""
-    from .ui import server_env
-
-    for key, value in {**OFFLINE_ENV, **server_env(root)}.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("PREFECT_HOME", str(root.resolve() / ".prefect"))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(root.resolve() / 'mlflow.db').as_posix()}")
-
 
 def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("urllib3", "httpx", "httpcore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
-def run(overrides: List[str] = typer.Argument(None, help="key.sub=value, written to params.yaml first"),
-        push: bool = typer.Option(True, help="dvc push the outputs to the default remote at the end"),
-        wait: float = typer.Option(0, help="seconds to wait for another run in this workspace (0: stop at once)")):
+def run(
+    overrides: list[str] = typer.Argument(None, help="key.sub=value, written to params.yaml first"),
+    push: bool = typer.Option(True, help="dvc push the outputs to the default remote at the end"),
+    wait: float = typer.Option(0, help="seconds to wait for another run in this workspace (0: stop at once)"),
+):
     """Run the lifecycle flow on Prefect: every stage that is not up to date, then push."""
     root = Path.cwd()
     setup_environment(root)
@@ -83,24 +76,24 @@ def run(overrides: List[str] = typer.Argument(None, help="key.sub=value, written
 @app.command()
 def stage(name: str):
     """Run one stage in the current project (what `dvc repro` calls)."""
-    from . import stages
+    from . import pipeline
     from .config import load_config
 
     root = Path.cwd()
     setup_environment(root)
     _logging()
-    result = stages.run_stage(name, load_config(root / "params.yaml"), root, stages.RunEnv.from_environ())
-    typer.echo(f"{name}: done {getattr(result, '__dict__', result)!s:.2000}")
+    result = pipeline.run_stage(name, load_config(root / "params.yaml"), root, RunEnv.from_environ())
+    typer.echo(f"{name}: done {result!s:.2000}")
 
 
 @app.command()
 def summary():
     """What the lifecycle produced in this project, and where to look."""
-    from . import dvcops, stages
+    from . import dvcops, pipeline
 
     root = Path.cwd()
     setup_environment(root)
-    for s in stages.STAGES:
+    for s in pipeline.STAGES:
         state = "up to date" if not dvcops.changed(root, s.name) else "NOT up to date (run `kocap run` or `dvc repro`)"
         typer.echo(f"stage {s.name}: {state}")
         for out in s.outs + s.metrics:
@@ -141,8 +134,10 @@ def _champion_sample(root: Path) -> None:
         typer.echo("\nno champion model yet: see reports/register.json for the gate's reasons")
         return
     result = model.predict([(root / clip["video_path"]).read_bytes()]).iloc[0]
-    typer.echo(f"\nchampion on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
-               f"\n  reference: {clip['caption_ko']}")
+    typer.echo(
+        f"\nchampion on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
+        f"\n  reference: {clip['caption_ko']}"
+    )
 
 
 def _describe(path: Path) -> str:
@@ -161,7 +156,7 @@ def _describe(path: Path) -> str:
 @app.command("dvc-yaml")
 def dvc_yaml():
     """Print dvc.yaml as generated from the stage table."""
-    from .stages import dvc_yaml as render
+    from .pipeline import dvc_yaml as render
 
     sys.stdout.write(render())
 
@@ -176,7 +171,7 @@ def micro_preset(out: Path = typer.Option(Path("models/micro"), help="where mode
 
 
 @app.command()
-def sample(out: Path, num_clips: Optional[int] = None):
+def sample(out: Path, num_clips: int | None = None):
     """Write the embedded AI-Hub-shaped sample under OUT (serve it with `kocap aihub emulate OUT`)."""
     from .config import SampleParams
     from .sample.build import build_aihub_sample
@@ -185,14 +180,14 @@ def sample(out: Path, num_clips: Optional[int] = None):
     typer.echo(build_aihub_sample(out, params))
 
 
-def _model_uri(uri: Optional[str]) -> str:
+def _model_uri(uri: str | None) -> str:
     from .config import load_config
 
     return uri or f"models:/{load_config(Path.cwd() / 'params.yaml').registry.model_name}@champion"
 
 
 @app.command()
-def caption(videos: List[Path], model: Optional[str] = typer.Option(None, help="default: models:/kocap@champion")):
+def caption(videos: list[Path], model: str | None = typer.Option(None, help="default: models:/kocap@champion")):
     """Print one Korean caption per video (errors per item, the batch goes on)."""
     setup_environment(Path.cwd())
     import mlflow
@@ -213,7 +208,7 @@ def caption(videos: List[Path], model: Optional[str] = typer.Option(None, help="
 
 
 @app.command()
-def lineage(uri: Optional[str] = typer.Argument(None, help="models:/NAME@ALIAS or models:/NAME/VERSION")):
+def lineage(uri: str | None = typer.Argument(None, help="models:/NAME@ALIAS or models:/NAME/VERSION")):
     """The data hashes, params and commit behind a model, and how to restore its data."""
     setup_environment(Path.cwd())
     from mlflow import MlflowClient
@@ -227,8 +222,10 @@ def lineage(uri: Optional[str] = typer.Argument(None, help="models:/NAME@ALIAS o
     from .registry.register import usable
 
     if not usable(version):
-        raise ValueError(f"{version.name} version {version.version} is incomplete (its registration was "
-                         f"interrupted): `kocap run` or `kocap stage register` completes it")
+        raise ValueError(
+            f"{version.name} version {version.version} is incomplete (its registration was "
+            f"interrupted): `kocap run` or `kocap stage register` completes it"
+        )
     typer.echo(f"{version.name} version {version.version} (run {tags.get('run_id')})")
     for key in sorted(tags):
         typer.echo(f"  {key} = {tags[key]}")
@@ -257,10 +254,13 @@ def ui_start(prefect_port: int = 4200, mlflow_port: int = 5000):
     """Start the Prefect server and the MLflow server in the background (pids in .kocap-ui/)."""
     from . import ui
 
+    setup_environment(Path.cwd())  # the servers run with the same offline defaults and PREFECT_HOME
     state = ui.start(Path.cwd(), prefect_port, mlflow_port)
-    typer.echo(f"Prefect UI  {state['prefect']['url']}  (pid {state['prefect']['pid']})\n"
-               f"MLflow UI   {state['mlflow']['url']}  (pid {state['mlflow']['pid']})\n"
-               "kocap commands in this folder now report to them; `make ui-stop` stops both.")
+    typer.echo(
+        f"Prefect UI  {state['prefect']['url']}  (pid {state['prefect']['pid']})\n"
+        f"MLflow UI   {state['mlflow']['url']}  (pid {state['mlflow']['pid']})\n"
+        "kocap commands in this folder now report to them; `make ui-stop` stops both."
+    )
 
 
 @ui_app.command("stop")
@@ -280,8 +280,10 @@ def ui_status():
 
 
 @app.command()
-def deploy(only: Optional[List[str]] = typer.Option(None, help="lifecycle | watch-aihub | finetune (repeatable)"),
-           pool: Optional[str] = typer.Option(None, help="work pool (default from params.yaml ops)")):
+def deploy(
+    only: list[str] | None = typer.Option(None, help="lifecycle | watch-aihub | finetune (repeatable)"),
+    pool: str | None = typer.Option(None, help="work pool (default from params.yaml ops)"),
+):
     """Create the work pools and deployments on the Prefect server (start it with `make ui`)."""
     root = Path.cwd()
     setup_environment(root)
@@ -306,7 +308,6 @@ def watch():
 
 def _client():
     from .aihub.client import DEFAULT_BASE_URL, AIHubClient
-    from .stages import RunEnv
 
     setup_environment(Path.cwd())  # offline defaults and the project's PREFECT_HOME (the key may be a Secret block)
     env = RunEnv.from_environ()
@@ -330,9 +331,13 @@ def aihub_tree(key: str):
 
 
 @aihub_app.command("download")
-def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
-                   filekeys: Optional[str] = typer.Option(None, help="comma list; default all"),
-                   retries: int = 2, keep_archives: bool = False):
+def aihub_download(
+    key: str,
+    out: Path = typer.Option(..., "--out"),
+    filekeys: str | None = typer.Option(None, help="comma list; default all"),
+    retries: int = 2,
+    keep_archives: bool = False,
+):
     """Download filekeys (merged, verified and extracted) into OUT."""
     from .aihub.download import fetch, unpack
     from .aihub.errors import IncompleteDownloadError, TransferError, UnsafeArchiveError
@@ -358,8 +363,12 @@ def aihub_download(key: str, out: Path = typer.Option(..., "--out"),
 
 
 @aihub_app.command("emulate")
-def aihub_emulate(root: Path, port: int = 8765, part_size: int = 1 << 30,
-                  key: str = typer.Option("kocap-sample-key", help="the API key the emulator accepts")):
+def aihub_emulate(
+    root: Path,
+    port: int = 8765,
+    part_size: int = 1 << 30,
+    key: str = typer.Option("kocap-sample-key", help="the API key the emulator accepts"),
+):
     """Serve a folder of AI-Hub-shaped data on 127.0.0.1 with the real protocol."""
     import time
 
@@ -404,8 +413,10 @@ def user_error(exc: Exception) -> str | None:
 
     if isinstance(exc, requests.exceptions.RequestException):
         url = getattr(getattr(exc, "request", None), "url", None) or "the server"
-        return (f"could not reach {url.split('?')[0]} ({type(exc).__name__}): check the address "
-                f"(AIHUB_BASE_URL, MLFLOW_TRACKING_URI), your network and whether the server is up")
+        return (
+            f"could not reach {url.split('?')[0]} ({type(exc).__name__}): check the address "
+            f"(AIHUB_BASE_URL, MLFLOW_TRACKING_URI), your network and whether the server is up"
+        )
     return None
 
 

@@ -5,6 +5,7 @@
 Overrides are parsed as YAML scalars (`3` is an int, `true` a bool). `write_overrides` applies them
 to params.yaml itself, keeping its comments, so DVC records exactly the values that ran.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,8 +64,8 @@ class ImagesParams(_Section):
     """Where stage 1's Korean image-caption pairs come from (kocap/data/images.py)."""
 
     source: Literal["sample", "coco", "imagefolder"] = "sample"
-    captions: str = ""        # coco: the caption JSON; imagefolder: the folder holding metadata.jsonl
-    folder: str = ""          # coco: the image folder ("" = the caption file's folder)
+    captions: str = ""  # coco: the caption JSON; imagefolder: the folder holding metadata.jsonl
+    folder: str = ""  # coco: the image folder ("" = the caption file's folder)
     caption_field: str = "caption"  # imagefolder: the metadata.jsonl field with the caption
 
     @model_validator(mode="after")
@@ -76,7 +77,7 @@ class ImagesParams(_Section):
 
 class DataParams(_Section):
     source: Literal["sample", "aihub"] = "sample"
-    raw_dir: str = "data/raw"   # inside the project: DVC tracks it as the ingest stage's output
+    raw_dir: str = "data/raw"  # inside the project: DVC tracks it as the ingest stage's output
     aihub: AIHubParams = AIHubParams()
     sample: SampleParams = SampleParams()
     images: ImagesParams = ImagesParams()
@@ -88,8 +89,8 @@ class ValidateParams(_Section):
     max_reject_frac: float = Field(0.1, ge=0, le=1)
     min_caption_chars: int = Field(20, ge=1)
     max_caption_chars: int = Field(2000, ge=1)
-    min_hangul_frac: float = Field(0.5, ge=0, le=1)   # share of Hangul among a caption's letters
-    max_pixels: int = Field(3840 * 2160, ge=1)        # a larger frame is refused before any decoding
+    min_hangul_frac: float = Field(0.5, ge=0, le=1)  # share of Hangul among a caption's letters
+    max_pixels: int = Field(3840 * 2160, ge=1)  # a larger frame is refused before any decoding
     max_duration_s: float = Field(3600, gt=0)
     min_fps: float = Field(1, gt=0)
     max_fps: float = Field(240, gt=0)
@@ -105,8 +106,8 @@ class ValidateParams(_Section):
 class FramesParams(_Section):
     num_frames: int = Field(8, ge=1)
     short_clip: Literal["pad", "reject"] = "pad"
-    workers: int = Field(0, ge=0)       # 0 = one per core
-    shard_size: int = Field(32, ge=1)   # clips per shard: the unit of parallel work and of resume
+    workers: int = Field(0, ge=0)  # 0 = one per core
+    shard_size: int = Field(32, ge=1)  # clips per shard: the unit of parallel work and of resume
 
 
 class TrainDefaults(_Section):
@@ -114,15 +115,15 @@ class TrainDefaults(_Section):
 
     lr: float = Field(gt=0)
     batch_size: int = Field(ge=1)
-    grad_accum: int = Field(1, ge=1)      # micro-batches per optimizer step
-    lora_r: int | None = Field(None, ge=1)     # stage 2 only
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
+    lora_r: int | None = Field(None, ge=1)  # stage 2 only
     lora_alpha: int | None = Field(None, ge=1)
 
 
 class Preset(_Section):
     vision: str = Field(min_length=1)  # hub id or local folder of the CLIP tower ("tiny": built from config)
-    llm: str = Field(min_length=1)     # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
-    image_size: int = Field(ge=1)      # the tower's input size: frames are stored at this size
+    llm: str = Field(min_length=1)  # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
+    image_size: int = Field(ge=1)  # the tower's input size: frames are stored at this size
     patch_size: int = Field(ge=1)
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
@@ -144,17 +145,27 @@ class ModelParams(_Section):
     preset: str = "tiny"
     presets: dict[str, Preset] = {
         "tiny": Preset(vision="tiny", llm="tiny", image_size=64, patch_size=8),
-        "qwen3-8b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-8B", image_size=336, patch_size=14,
-                           stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
-                           stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
-                           eval_batch_size=8),
-        "qwen3-4b": Preset(vision="openai/clip-vit-large-patch14-336", llm="Qwen/Qwen3-4B", image_size=336, patch_size=14,
-                           stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
-                           stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32)),
+        "qwen3-8b": Preset(
+            vision="openai/clip-vit-large-patch14-336",
+            llm="Qwen/Qwen3-8B",
+            image_size=336,
+            patch_size=14,
+            stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            eval_batch_size=8,
+        ),
+        "qwen3-4b": Preset(
+            vision="openai/clip-vit-large-patch14-336",
+            llm="Qwen/Qwen3-4B",
+            image_size=336,
+            patch_size=14,
+            stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
+            stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32),
+        ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)
     max_length: int = Field(2048, ge=16)
-    too_long: Literal["error", "drop"] = "error"   # a sample over max_length is never truncated
+    too_long: Literal["error", "drop"] = "error"  # a sample over max_length is never truncated
     tiny_lm: TinyLMParams = TinyLMParams()
 
     @model_validator(mode="after")
@@ -172,12 +183,12 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: bf16 on sm_80+, fp1
 
 
 class Stage1Params(_Section):
-    enabled: bool = True            # false: stage 2 starts from the assembled (fresh) projector; lineage says so
+    enabled: bool = True  # false: stage 2 starts from the assembled (fresh) projector; lineage says so
     epochs: int = Field(1, ge=1)
-    lr: float | None = Field(None, gt=0)            # null: the preset's (model.presets.NAME.stage1)
+    lr: float | None = Field(None, gt=0)  # null: the preset's (model.presets.NAME.stage1)
     batch_size: int | None = Field(None, ge=1)
     grad_accum: int | None = Field(None, ge=1)
-    include_videos: bool = True     # also align on the video captions (cached features)
+    include_videos: bool = True  # also align on the video captions (cached features)
     max_length: int = Field(3584, ge=1)  # AnyRes images take up to 2,928 <image> positions at 336 px
     checkpoint_every: int = Field(50, ge=1)
     precision: Precision = "auto"
@@ -186,23 +197,25 @@ class Stage1Params(_Section):
 
 class Stage2Params(_Section):
     epochs: int = Field(6, ge=1)
-    lr: float | None = Field(None, gt=0)            # null: the preset's (model.presets.NAME.stage2)
+    lr: float | None = Field(None, gt=0)  # null: the preset's (model.presets.NAME.stage2)
     batch_size: int | None = Field(None, ge=1)
     grad_accum: int | None = Field(None, ge=1)
     lora_r: int | None = Field(None, ge=1)
     lora_alpha: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(50, ge=1)
     precision: Precision = "auto"
-    gradient_checkpointing: bool = True                        # on GPU
+    gradient_checkpointing: bool = True  # on GPU
     seed: int = Field(0, ge=0)
 
 
 class EvalParams(_Section):
     primary_metric: Literal["meteor", "cider", "bleu_4", "rouge_l"] = "meteor"
-    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: the longest training caption in tokens, +25% + 16
-    batch_size: int | None = Field(None, ge=1)      # null: the preset's eval_batch_size
-    do_sample: bool = False         # deterministic (greedy + the repetition guard): the gate measures the model,
-                                    # not the dice; true = Qwen3's chat sampling (temperature, top_p, top_k)
+    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = (
+        "auto"  # auto: the longest training caption in tokens, +25% + 16
+    )
+    batch_size: int | None = Field(None, ge=1)  # null: the preset's eval_batch_size
+    do_sample: bool = False  # deterministic (greedy + the repetition guard): the gate measures the model,
+    # not the dice; true = Qwen3's chat sampling (temperature, top_p, top_k)
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.8, gt=0, le=1)
     top_k: int = Field(20, ge=1)
@@ -213,7 +226,7 @@ class EvalParams(_Section):
 
 class RegistryParams(_Section):
     model_name: str = Field("kocap", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a registry name: no / or @
-    min_improvement: float = Field(0.01, ge=0)   # the primary metric must beat the champion's by this much
+    min_improvement: float = Field(0.01, ge=0)  # the primary metric must beat the champion's by this much
     min_unique_share: float = Field(0.5, ge=0, le=1)  # diversity: below this share of unique captions = collapse
 
 
@@ -221,11 +234,11 @@ class OpsParams(_Section):
     """How the lifecycle runs as a service; no stage reads these, so changing them retrains nothing."""
 
     work_pool: str = Field("local", min_length=1)  # the process pool that runs lifecycle and watch-aihub
-    finetune_pool: str = ""              # "" = stage 2 inside the lifecycle; a pool name = the finetune deployment
+    finetune_pool: str = ""  # "" = stage 2 inside the lifecycle; a pool name = the finetune deployment
     finetune_timeout_s: int = Field(86400, gt=0)
-    watch_cron: str = "0 3 * * *"        # watch-aihub: when to look for new AI-Hub data
+    watch_cron: str = "0 3 * * *"  # watch-aihub: when to look for new AI-Hub data
     task_runner: Literal["thread", "dask"] = "thread"  # how frame and evaluation shards fan out
-    dask_address: str = ""               # "" = a local Dask cluster; else a scheduler, tcp://host:8786
+    dask_address: str = ""  # "" = a local Dask cluster; else a scheduler, tcp://host:8786
     dask_workers: int = Field(2, ge=1)
 
 

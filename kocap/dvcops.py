@@ -3,6 +3,7 @@
 The Prefect tasks ask it before running (and key their cache on its lock entry), and commit
 through it after running, so a flow run leaves exactly what `dvc repro` would have left.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,15 @@ def push(root: Path, targets: list[str] | None = None) -> int:
 def _uncached(root: Path) -> set[str]:
     """Outputs dvc.yaml keeps out of the cache (metrics and plots live in git)."""
     stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages", {})
-    return {path for s in stages.values() for kind in ("metrics", "plots", "outs") for item in s.get(kind, [])
-            if isinstance(item, dict) for path, opts in item.items() if (opts or {}).get("cache") is False}
+    return {
+        path
+        for s in stages.values()
+        for kind in ("metrics", "plots", "outs")
+        for item in s.get(kind, [])
+        if isinstance(item, dict)
+        for path, opts in item.items()
+        if (opts or {}).get("cache") is False
+    }
 
 
 def recorded_objects(root: Path, paths: list[str] | None = None) -> set[str]:
@@ -64,8 +72,11 @@ def recorded_objects(root: Path, paths: list[str] | None = None) -> set[str]:
     `.dir` listings and each file a listing names (read from the local cache)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) if (root / "dvc.lock").exists() else None
     outs = [o for e in ((lock or {}).get("stages") or {}).values() for o in e.get("outs", [])]
-    hashes = {o["md5"] for o in outs if "md5" in o and o["path"] not in _uncached(root)
-              and (paths is None or o["path"] in paths)}
+    hashes = {
+        o["md5"]
+        for o in outs
+        if "md5" in o and o["path"] not in _uncached(root) and (paths is None or o["path"] in paths)
+    }
     with _repo(root) as repo:
         cache = Path(repo.cache.local.path)
     for h in [h for h in hashes if h.endswith(".dir")]:
@@ -92,8 +103,9 @@ def verify_remote(root: Path, paths: list[str] | None = None) -> tuple[int, list
     if missing:
         with _repo(root) as repo:  # no remote index: DVC's own (stale after a killed push) would skip them again
             cache = repo.cache.local
-            repo.cloud.transfer(cache, repo.cloud.get_remote_odb(), [HashInfo("md5", h) for h in missing],
-                                cache_odb=cache)
+            repo.cloud.transfer(
+                cache, repo.cloud.get_remote_odb(), [HashInfo("md5", h) for h in missing], cache_odb=cache
+            )
     return len(missing), missing_on_remote(root, paths) if missing else []
 
 

@@ -3,6 +3,7 @@
 Tests use them to cause a crash at an exact step (a kill right after a model version is created,
 say) and then check that a rerun repairs everything. Unset, a point costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Atomic writes: a crash never leaves a half-written table or report where a stage reads it."""
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ loopback, both on the project's own state (`.prefect/`, `mlflow.db`, `mlruns/`).
 Their pids and URLs go to `.kocap-ui/servers.json`; while they run, every `kocap` command in the
 project talks to them (see `server_env`), so `make demo` shows up in both UIs.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,29 @@ def start(root: Path, prefect_port: int = 4200, mlflow_port: int = 5000, timeout
     env.pop("PREFECT_API_URL", None)  # the server itself is not a client of another server
     # Prefect's app behind a Host check, CORS limited to its own origin (ui_server.py)
     prefect = _spawn([sys.executable, "-m", "kocap.ui_server", "--port", str(prefect_port)], root, env, "prefect")
-    mlflow = _spawn([str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                     "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                     "--default-artifact-root", (root / "mlruns").as_uri(), "--workers", "1"], root, env, "mlflow")
-    state = {"prefect": {"pid": prefect.pid, "url": f"http://127.0.0.1:{prefect_port}", "log": ".kocap-ui/prefect.log"},
-             "mlflow": {"pid": mlflow.pid, "url": f"http://127.0.0.1:{mlflow_port}", "log": ".kocap-ui/mlflow.log"}}
+    mlflow = _spawn(
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root",
+            (root / "mlruns").as_uri(),
+            "--workers",
+            "1",
+        ],
+        root,
+        env,
+        "mlflow",
+    )
+    state = {
+        "prefect": {"pid": prefect.pid, "url": f"http://127.0.0.1:{prefect_port}", "log": ".kocap-ui/prefect.log"},
+        "mlflow": {"pid": mlflow.pid, "url": f"http://127.0.0.1:{mlflow_port}", "log": ".kocap-ui/mlflow.log"},
+    }
     (root / STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
     try:
         _wait_healthy(state["prefect"]["url"] + "/api/health", prefect, root / state["prefect"]["log"], timeout_s)
@@ -88,8 +107,9 @@ def server_env(root: Path) -> dict[str, str]:
 def _spawn(cmd: list[str], root: Path, env: dict, name: str) -> subprocess.Popen:
     log = (root / ".kocap-ui" / f"{name}.log").open("ab")
     # a session of its own: `stop` kills the server with every worker process it started
-    return subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:

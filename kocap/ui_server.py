@@ -8,6 +8,7 @@ worker executes): a cross-origin request gets no CORS grant, and a DNS-rebinding
 arrives with the attacker's name in its Host header, is refused with 400. To reach it from another
 machine, put an authenticating reverse proxy in front (README, operations) rather than widening these.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=4200)
     args = ap.parse_args()
-    os.environ.update({"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(args.port),
-                       "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origins(args.port)})
+    os.environ.update(
+        {
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(args.port),
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origins(args.port),
+        }
+    )
     import prefect
     import uvicorn
     from prefect.server.api.server import create_app
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     app = TrustedHostMiddleware(create_app(final=True), allowed_hosts=HOSTS)
-    uvicorn.run(app, app_dir=str(prefect.__module_path__.parent), host="127.0.0.1", port=args.port,
-                timeout_keep_alive=5, log_level="warning")
+    uvicorn.run(
+        app,
+        app_dir=str(prefect.__module_path__.parent),
+        host="127.0.0.1",
+        port=args.port,
+        timeout_keep_alive=5,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """One lifecycle run per workspace: a second run started at once stops with a clear message (or
 waits, with `--wait`), so two runs never write the same outputs or dvc.lock at the same time."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,10 @@ def exclusive(root: Path, wait_s: float = 0):
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
                 handle.close()
-                raise WorkspaceBusy(f"another kocap run holds {root} ({holder}); wait for it to finish, or run with "
-                                    f"--wait SECONDS to queue behind it") from None
+                raise WorkspaceBusy(
+                    f"another kocap run holds {root} ({holder}); wait for it to finish, or run with "
+                    f"--wait SECONDS to queue behind it"
+                ) from None
             time.sleep(0.5)
     handle.seek(0)
     handle.truncate()
@@ -65,8 +68,11 @@ def reap_orphaned_servers(prefect_home: str) -> list[int]:
     reaped = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            env = dict(v.split("=", 1) for v in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
-                       if "=" in v)
+            env = dict(
+                v.split("=", 1)
+                for v in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in v
+            )
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue

@@ -3,6 +3,7 @@
 machine. Each shard job is plain data and writes its own file; the stage task that follows only
 collects, so a fanned-out run and `dvc repro` produce the same outputs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,28 +13,23 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from kocap import dvcops
+from kocap import dvcops, pipeline
 from kocap.config import OpsParams, load_config
 
-# imported when a shard runs: an up-to-date lifecycle never pays for torch and transformers
-STAGES = {"frames": "kocap.data.frames", "evaluate": "kocap.evaluate.stage"}
+
+def _shards(name: str):
+    """The stage's shard module, imported when a shard runs: an up-to-date lifecycle never pays for torch."""
+    return importlib.import_module(pipeline.get(name).shards)
 
 
-def _stage(name: str):
-    return importlib.import_module(STAGES[name])
+def _shard_task(name: str, retries: int):
+    def run_job(job: dict) -> str:
+        return _shards(name).run_job(job)
+
+    return task(run_job, name=f"{name}-shard", retries=retries)
 
 
-@task(name="frames-shard", retries=1)
-def frames_shard(job: dict) -> str:
-    return _stage("frames").run_job(job)
-
-
-@task(name="evaluate-shard", retries=1)
-def evaluate_shard(job: dict) -> str:
-    return _stage("evaluate").run_job(job)
-
-
-SHARD_TASKS = {"frames": frames_shard, "evaluate": evaluate_shard}
+SHARD_TASKS = {s.name: _shard_task(s.name, s.shard_retries) for s in pipeline.STAGES if s.shards}
 
 
 def task_runner(ops: OpsParams, workers: int):
@@ -42,8 +38,14 @@ def task_runner(ops: OpsParams, workers: int):
 
         if ops.dask_address:
             return DaskTaskRunner(address=ops.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": ops.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": ops.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
@@ -57,10 +59,10 @@ def run_shards(stage: str, jobs: list[dict]) -> list[str]:
 def fan_out(stage: str, root: str) -> int:
     """Run the stage's pending shards as tasks (when the stage must run at all); returns how many."""
     project = Path(root)
-    if stage not in STAGES or not dvcops.changed(project, stage):
+    if stage not in SHARD_TASKS or not dvcops.changed(project, stage):
         return 0
     cfg = load_config(project / "params.yaml")
-    jobs = _stage(stage).pending_shards(cfg, project)
+    jobs = _shards(stage).pending_shards(cfg, project)
     if not jobs:
         return 0
     workers = cfg.frames.workers or os.cpu_count() or 1

@@ -1,11 +1,12 @@
 """Shared fixtures. Tests run offline, on CPU, with a temporary PREFECT_HOME per session."""
+
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-from kocap.cli import OFFLINE_ENV  # noqa: E402  (before Prefect is imported anywhere)
+from kocap.env import OFFLINE_ENV  # noqa: E402  (before Prefect is imported anywhere)
 
 _HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")
 os.environ.update({**OFFLINE_ENV, "PREFECT_HOME": _HOME, "MLFLOW_TRACKING_URI": f"sqlite:///{_HOME}/mlflow.db"})

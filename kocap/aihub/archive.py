@@ -3,6 +3,7 @@ verify, and extract zips safely (cp949 member names, nothing written outside the
 
 `N` in `.partN` is the part's byte offset, not its index: sort by int(N), never lexically.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,7 +110,9 @@ def merge_parts(pset: PartSet, dest: Path) -> int:
     expected = 0
     for off in offsets:
         if off != expected:
-            raise TransferError(f"{pset.prefix}: part at offset {off} but {expected} bytes came before it (a part is missing)")
+            raise TransferError(
+                f"{pset.prefix}: part at offset {off} but {expected} bytes came before it (a part is missing)"
+            )
         expected += pset.parts[off][1]
     dest.parent.mkdir(parents=True, exist_ok=True)
     first, *rest = offsets
@@ -158,8 +161,10 @@ def join_volumes(last: Path, out: Path) -> zipfile.ZipFile:
     volumes = [*volume_paths(last, split_volumes(last)), last]
     missing = [v.name for v in volumes if not v.exists()]
     if missing:
-        raise TransferError(f"{last.name} is the last volume of a multi-volume zip; missing volume(s) "
-                            f"{', '.join(missing)} (they arrive as their own filekeys)")
+        raise TransferError(
+            f"{last.name} is the last volume of a multi-volume zip; missing volume(s) "
+            f"{', '.join(missing)} (they arrive as their own filekeys)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     starts, size = [], 0
     with out.open("wb") as joined:
@@ -177,8 +182,10 @@ def join_volumes(last: Path, out: Path) -> zipfile.ZipFile:
         bad = zf.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, IndexError, ValueError) as exc:
         f.close()
-        raise TransferError(f"{last.name}: its {len(volumes)} volumes do not form a valid zip ({exc}); zip64 split "
-                            "sets are not read yet: join them with `7z x` and place the result") from None
+        raise TransferError(
+            f"{last.name}: its {len(volumes)} volumes do not form a valid zip ({exc}); zip64 split "
+            "sets are not read yet: join them with `7z x` and place the result"
+        ) from None
     if bad is not None:
         zf.close()
         raise TransferError(f"{last.name}: CRC mismatch in member {member_name(bad)!r} after joining its volumes")
@@ -215,7 +222,7 @@ def extract_zip(path: Path | zipfile.ZipFile, target: Path, conflicts_dir: Path)
     split set). Raw data is immutable: an existing file with other bytes is kept and the incoming
     copy goes under `conflicts_dir`. Hostile members are refused before anything is written."""
     result = Extracted()
-    with (path if isinstance(path, zipfile.ZipFile) else zipfile.ZipFile(path)) as zf:
+    with path if isinstance(path, zipfile.ZipFile) else zipfile.ZipFile(path) as zf:
         path = Path(zf.filename or "archive")
         members = [(info, safe_relpath(member_name(info.filename, info.flag_bits))) for info in zf.infolist()]
         for info, rel in members:

@@ -7,12 +7,13 @@
 List and tree answers may come with HTTP 502 and a good body; error answers are 502 with a Korean
 text body, mapped here to errors that say what to do. The key travels only in the `apikey` header.
 """
+
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import requests
 
@@ -57,7 +58,7 @@ class ApiKey:
         raise TypeError("ApiKey is not picklable")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ApiKey":
+    def from_env(cls, env: Mapping[str, str]) -> ApiKey:
         return cls(env.get("AIHUB_APIKEY", ""))
 
 

@@ -6,6 +6,7 @@ Nothing half-done is ever left where data lives: parts and merged files stay in 
 (`.kocap-partial`, cleared at every start) until verified, then move into place with os.replace.
 There is no resume in the protocol: a filekey that fails is fetched again as a whole.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,18 @@ from pathlib import Path, PurePosixPath
 import requests
 import urllib3
 
-from .archive import (CountingReader, Extracted, PartSet, extract_zip, join_volumes, merge_parts, receive_parts,
-                      split_volumes, verify_zip, volume_paths)
+from .archive import (
+    CountingReader,
+    Extracted,
+    PartSet,
+    extract_zip,
+    join_volumes,
+    merge_parts,
+    receive_parts,
+    split_volumes,
+    verify_zip,
+    volume_paths,
+)
 from .client import AIHubClient
 from .errors import TransferError
 from .tree import TreeFile
@@ -28,8 +39,8 @@ STAGING = ".kocap-partial"
 
 @dataclass
 class FetchResult:
-    landed: dict[str, Path] = field(default_factory=dict)   # filekey -> file in place
-    failed: dict[str, str] = field(default_factory=dict)    # filekey -> why (after retries)
+    landed: dict[str, Path] = field(default_factory=dict)  # filekey -> file in place
+    failed: dict[str, str] = field(default_factory=dict)  # filekey -> why (after retries)
     notes: list[str] = field(default_factory=list)
 
 
@@ -41,8 +52,13 @@ def fetch(client: AIHubClient, dataset_key: str, files: list[TreeFile], out_dir:
         if not pending:
             break
         if attempt:
-            log.warning("retrying %d filekey(s) (attempt %d of %d): %s", len(pending), attempt + 1, retries + 1,
-                        ", ".join(sorted(pending)))
+            log.warning(
+                "retrying %d filekey(s) (attempt %d of %d): %s",
+                len(pending),
+                attempt + 1,
+                retries + 1,
+                ", ".join(sorted(pending)),
+            )
         once = fetch_once(client, dataset_key, list(pending.values()), out_dir)
         result.landed.update(once.landed)
         result.notes += once.notes

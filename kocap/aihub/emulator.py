@@ -7,6 +7,7 @@ ROOT holds one folder per dataset key, each with the dataset's top folder inside
 of `.partN` members named by byte offset. `Faults` switches on every misbehaviour in aihub.md so
 tests can drive the real client through each of them.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,14 +29,14 @@ EXPIRED_TEXT = "데이터 승인 유효기간 만료로 다운로드할 수 없�
 
 @dataclass
 class Faults:
-    tree_502_every: int = 2                 # every Nth list/tree answer is HTTP 502 with a good body (0 = never)
-    not_approved: set = field(default_factory=set)   # dataset keys
-    expired: set = field(default_factory=set)        # dataset keys
+    tree_502_every: int = 2  # every Nth list/tree answer is HTTP 502 with a good body (0 = never)
+    not_approved: set = field(default_factory=set)  # dataset keys
+    expired: set = field(default_factory=set)  # dataset keys
     overseas: bool = False
-    cut_short: dict = field(default_factory=dict)    # filekey -> how many more downloads to cut mid-stream
+    cut_short: dict = field(default_factory=dict)  # filekey -> how many more downloads to cut mid-stream
     cut_at_boundary: dict = field(default_factory=dict)  # filekey -> times to drop its members, no Content-Length
-    corrupt: dict = field(default_factory=dict)      # filekey -> times to flip a byte of its data
-    duplicate_parts: bool = False           # send every part set twice
+    corrupt: dict = field(default_factory=dict)  # filekey -> times to flip a byte of its data
+    duplicate_parts: bool = False  # send every part set twice
     omit_content_length: bool = False
 
 
@@ -56,7 +57,7 @@ class Emulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         self._thread.start()
         return self
 
@@ -75,8 +76,14 @@ class Emulator:
     def files(self, key: str) -> list[TreeFile]:
         base = self.root / key
         paths = sorted(p for p in base.rglob("*") if p.is_file())
-        return [TreeFile(p.relative_to(base).as_posix(), filekey_of(key, p.relative_to(base).as_posix()),
-                         format_size(p.stat().st_size)) for p in paths]
+        return [
+            TreeFile(
+                p.relative_to(base).as_posix(),
+                filekey_of(key, p.relative_to(base).as_posix()),
+                format_size(p.stat().st_size),
+            )
+            for p in paths
+        ]
 
     def next_is_502(self) -> bool:
         with self._lock:
@@ -113,14 +120,19 @@ def _handler(emu: Emulator):
             if len(parts) == 2 and parts[0] == "info" and parts[1].endswith(".do"):
                 return self._tree(parts[1][:-3])
             if len(parts) == 3 and parts[0] == "down":
-                return self._download(parts[1], parts[2].removesuffix(".do"), parse_qs(url.query).get("fileSn", [""])[0])
+                return self._download(
+                    parts[1], parts[2].removesuffix(".do"), parse_qs(url.query).get("fileSn", [""])[0]
+                )
             self._text(404, UNKNOWN)
 
         def do_POST(self):
             if urlparse(self.path).path == "/api/keyValidate.do":
                 ok = self.headers.get("apikey") in emu.api_keys
-                return self._text(200, json.dumps({"code": 200, "msg": "ok"} if ok else {"code": 401, "msg": "login fail"}),
-                                  "application/json")
+                return self._text(
+                    200,
+                    json.dumps({"code": 200, "msg": "ok"} if ok else {"code": 401, "msg": "login fail"}),
+                    "application/json",
+                )
             self._text(404, UNKNOWN)
 
         def _tree(self, key: str):

@@ -15,20 +15,26 @@ class MissingKeyError(AIHubError):
 
 class MalformedKeyError(AIHubError):
     def __init__(self):
-        super().__init__("the AI-Hub key holds characters a key cannot have (whitespace, a line break or a control "
-                         "character, as a bad copy-paste gives): set AIHUB_APIKEY (or the 'aihub-apikey' Secret "
-                         "block) again, on one line")
+        super().__init__(
+            "the AI-Hub key holds characters a key cannot have (whitespace, a line break or a control "
+            "character, as a bad copy-paste gives): set AIHUB_APIKEY (or the 'aihub-apikey' Secret "
+            "block) again, on one line"
+        )
 
 
 class UnreachableError(AIHubError):
     def __init__(self, server: str, why: str):
-        super().__init__(f"could not reach the AI-Hub server {server} ({why}): check AIHUB_BASE_URL / "
-                         f"data.aihub.base_url, your network or proxy, and that the server is up; a flow run retries")
+        super().__init__(
+            f"could not reach the AI-Hub server {server} ({why}): check AIHUB_BASE_URL / "
+            f"data.aihub.base_url, your network or proxy, and that the server is up; a flow run retries"
+        )
 
 
 class InvalidKeyError(AIHubError):
     def __init__(self):
-        super().__init__("AI-Hub rejected the API key (login fail): check AIHUB_APIKEY or re-issue the key on aihub.or.kr.")
+        super().__init__(
+            "AI-Hub rejected the API key (login fail): check AIHUB_APIKEY or re-issue the key on aihub.or.kr."
+        )
 
 
 class NotApprovedError(AIHubError):
@@ -41,7 +47,9 @@ class NotApprovedError(AIHubError):
 
 class ApprovalExpiredError(AIHubError):
     def __init__(self, dataset_key: str):
-        super().__init__(f"The approval for dataset {dataset_key} has expired: re-apply (재신청) on https://aihub.or.kr.")
+        super().__init__(
+            f"The approval for dataset {dataset_key} has expired: re-apply (재신청) on https://aihub.or.kr."
+        )
 
 
 class OverseasError(AIHubError):

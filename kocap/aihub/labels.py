@@ -8,6 +8,7 @@
 
 Labels are read as utf-8-sig first, then cp949. Every failure is a LabelError with the reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ class LabelError(ValueError):
 @dataclass(frozen=True)
 class LabelSample:
     sample_id: str
-    clip_id: str          # the source video: samples of one clip never straddle splits
+    clip_id: str  # the source video: samples of one clip never straddle splits
     caption_ko: str
     start_s: float | None = None
     end_s: float | None = None

@@ -4,6 +4,7 @@ Covers the layouts in aihub.md: `TS_/TL_/VS_/VL_` prefixes (also `TS1.zip`, `TS.
 `01.원천데이터` / `02.라벨링데이터` folders, `[원천]` / `[라벨]` name prefixes, and
 `Training` / `Validation` folders (also `1.Training`, `01.Training`).
 """
+
 from __future__ import annotations
 
 import re

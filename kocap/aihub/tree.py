@@ -1,4 +1,5 @@
 """Parse AI-Hub's text answers: the dataset list and a dataset's file tree (aihub.md has the grammar)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 
 @dataclass(frozen=True)
 class TreeFile:
-    path: str          # folders joined with '/', the top (dataset) folder included
+    path: str  # folders joined with '/', the top (dataset) folder included
     filekey: str
     display_size: str  # rounded display value such as '47 GB': never an exact size
 
@@ -43,7 +44,7 @@ def parse_dataset_list(text: str) -> dict[str, str]:
 def split_notice(text: str) -> tuple[str, str]:
     """(notice, tree text): the notice sits between the 공지사항 line and the next ==== line."""
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if "공지사항" in l), None)
+    start = next((i for i, line in enumerate(lines) if "공지사항" in line), None)
     if start is None:
         return "", text
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("====")), len(lines) - 1)

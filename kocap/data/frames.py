@@ -8,9 +8,6 @@ Layout: `data/frames/{clips,images}/<key>.npy` (memory-mappable; clips (N, k, S,
 presence means the shard is finished), and `data/frames/{clips,images}.parquet` indexes. The shard
 key hashes its inputs and the params, so a re-run after a crash skips finished shards and a
 param change rebuilds them. Shards run in parallel (`frames.workers`).
-
-`load_clip` is the single path from a video file to model-ready uint8 frames: the stage, evaluation,
-`kocap caption` and the MLflow model all call it.
 """
 from __future__ import annotations
 
@@ -20,68 +17,37 @@ import logging
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import paths
 from ..config import Config
 from ..io import write_json, write_parquet
-from ..model.preprocess import resize_crop
-from .validate import CLIPS_OUT, IMAGES_OUT
-from .video import VideoError, probe, read_clip
+from .video import FrameSpec, VideoError, load_clip, load_image
 
 log = logging.getLogger(__name__)
 
-OUT = "data/frames"
-REJECTS = "data/rejects/frames.parquet"
-REPORT = "reports/frames.json"
 FORMAT = 1  # bump when the stored layout changes: every shard key changes with it
-
-
-@dataclass(frozen=True)
-class FrameSpec:
-    num_frames: int
-    size: int
-    short_clip: str
-    max_pixels: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "FrameSpec":
-        return cls(cfg.frames.num_frames, cfg.model.chosen.image_size, cfg.frames.short_clip, cfg.validate_.max_pixels)
-
-
-def load_clip(path: Path, spec: FrameSpec) -> tuple[np.ndarray, list[int]]:
-    """Video file -> (k, S, S, 3) uint8 frames and the source indices. Raises VideoError."""
-    probe(path, spec.max_pixels)  # refuse what should never reach a decoder
-    frames, idx = read_clip(path, spec.num_frames, spec.short_clip)
-    return resize_crop(frames, spec.size), idx
-
-
-def load_image(path: Path, spec: FrameSpec) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return resize_crop(np.asarray(im.convert("RGB")), spec.size)
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     spec = FrameSpec.from_config(cfg)
     workers = cfg.frames.workers or os.cpu_count() or 1
-    clips = pd.read_parquet(root / CLIPS_OUT)
-    images = pd.read_parquet(root / IMAGES_OUT)
+    clips = pd.read_parquet(root / paths.VALID_CLIPS)
+    images = pd.read_parquet(root / paths.VALID_IMAGES)
     clip_index, clip_rejects = extract(clips, "video_path", "clips", root, spec, cfg.frames.shard_size, workers)
     image_index, image_rejects = extract(images, "image_path", "images", root, spec, cfg.frames.shard_size, workers)
     clip_index = clip_index.merge(clips[["sample_id", "split"]], on="sample_id")
-    write_parquet(clip_index, root / OUT / "clips.parquet")
-    write_parquet(image_index, root / OUT / "images.parquet")
+    write_parquet(clip_index, root / paths.FRAMES / "clips.parquet")
+    write_parquet(image_index, root / paths.FRAMES / "images.parquet")
     rejects = pd.DataFrame(clip_rejects + image_rejects, columns=["kind", "sample_id", "reason"])
-    write_parquet(rejects, root / REJECTS)
+    write_parquet(rejects, root / paths.FRAMES_REJECTS)
     report = {"clips": len(clip_index), "images": len(image_index), "rejected": len(rejects),
               "num_frames": spec.num_frames, "size": spec.size, "workers": workers,
               "by_split": clip_index["split"].value_counts().to_dict()}
-    write_json(root / REPORT, report)
+    write_json(root / paths.FRAMES_REPORT, report)
     return report
 
 
@@ -90,8 +56,8 @@ def pending_shards(cfg: Config, root: Path) -> list[dict]:
     Running them first leaves the stage only the collecting; what it would compute is identical."""
     spec = FrameSpec.from_config(cfg)
     jobs = []
-    for table, col, kind in ((CLIPS_OUT, "video_path", "clips"), (IMAGES_OUT, "image_path", "images")):
-        folder = root / OUT / kind
+    for table, col, kind in ((paths.VALID_CLIPS, "video_path", "clips"), (paths.VALID_IMAGES, "image_path", "images")):
+        folder = root / paths.FRAMES / kind
         for shard in plan_shards(pd.read_parquet(root / table), col, kind, spec, cfg.frames.shard_size):
             if not (folder / f"{shard['key']}.json").exists():
                 jobs.append({"shard": shard, "root": str(root), "folder": str(folder), "spec": spec.__dict__,
@@ -108,7 +74,7 @@ def run_job(job: dict) -> str:
 def extract(table: pd.DataFrame, path_col: str, kind: str, root: Path, spec: FrameSpec, shard_size: int,
             workers: int) -> tuple[pd.DataFrame, list[dict]]:
     """Run every unfinished shard (in parallel), drop stale ones, return the index and the rejects."""
-    folder = root / OUT / kind
+    folder = root / paths.FRAMES / kind
     folder.mkdir(parents=True, exist_ok=True)
     plan = plan_shards(table, path_col, kind, spec, shard_size)
     todo = [s for s in plan if not (folder / f"{s['key']}.json").exists()]
@@ -123,10 +89,10 @@ def plan_shards(table: pd.DataFrame, path_col: str, kind: str, spec: FrameSpec, 
     shards = []
     for start in range(0, len(table), shard_size):
         part = table.iloc[start : start + shard_size]
-        ids, paths = part["sample_id"].tolist(), part[path_col].tolist()
-        content = part["source_md5"].tolist() if "source_md5" in part else paths
-        blob = json.dumps([FORMAT, kind, spec.__dict__, ids, paths, content], ensure_ascii=False)
-        shards.append({"key": hashlib.sha256(blob.encode()).hexdigest()[:20], "ids": ids, "paths": paths})
+        ids, files = part["sample_id"].tolist(), part[path_col].tolist()
+        content = part["source_md5"].tolist() if "source_md5" in part else files
+        blob = json.dumps([FORMAT, kind, spec.__dict__, ids, files, content], ensure_ascii=False)
+        shards.append({"key": hashlib.sha256(blob.encode()).hexdigest()[:20], "ids": ids, "paths": files})
     return shards
 
 
@@ -195,8 +161,3 @@ def _collect(plan: list[dict], folder: Path, kind: str) -> tuple[pd.DataFrame, l
             rows.append({**item, "shard": f"{kind}/{s['key']}.npy", "offset": offset})
         rejects += [{"kind": kind[:-1], **r} for r in meta["rejects"]]
     return pd.DataFrame(rows), rejects
-
-
-def open_frames(root: Path, index_row) -> np.ndarray:
-    """The stored frames of one indexed sample (memory-mapped; no copy until used)."""
-    return np.load(root / OUT / index_row["shard"], mmap_mode="r")[index_row["offset"]]

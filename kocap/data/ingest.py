@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -26,16 +26,13 @@ from ..aihub.errors import IncompleteDownloadError, TransferError, UnsafeArchive
 from ..aihub.labels import LabelError, parser_for, read_label
 from ..aihub.layout import classify
 from ..aihub.tree import TreeFile, changed_files, snapshot_from_json, snapshot_id, snapshot_to_json
+from .. import paths
 from ..config import Config
 from ..io import write_json, write_parquet
-from ..stages import RunEnv
+from ..env import RunEnv
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "data/manifest.parquet"
-IMAGES = "data/images.parquet"
-REJECTS = "data/rejects/ingest.parquet"
-REPORT = "reports/ingest.json"
 SAMPLE_KEY = "kocap-sample-key"  # the loopback emulator's key for the embedded sample; not a secret
 MANIFEST_COLUMNS = ["sample_id", "split", "clip_id", "video_path", "caption_ko", "start_s", "end_s", "duration_s",
                     "dataset_key", "filekey", "label_path", "label_filekey", "source_md5"]
@@ -64,17 +61,17 @@ class IngestReport:
     notes: list[str] = field(default_factory=list)
 
 
-def run(cfg: Config, root: Path, env: RunEnv) -> IngestReport:
+def run(cfg: Config, root: Path, env: RunEnv) -> dict:
     """Run the stage in project folder `root`; the key and server address come from `env`."""
     with open_source(cfg, env) as source:
         report = ingest(source, cfg, root)
     report.images = ingest_images(cfg, root)
-    write_json(root / REPORT, report.__dict__)
+    write_json(root / paths.INGEST_REPORT, report.__dict__)
     if report.failed and len(report.failed) > cfg.data.aihub.max_failed_frac * report.attempted:
         raise IncompleteDownloadError(report.failed)  # too much is missing to train on: stop the line
     for filekey, why in report.failed.items():
         log.warning("filekey %s quarantined (%s); the rest goes on, and it is fetched again next time", filekey, why)
-    return report
+    return asdict(report)
 
 
 def pending(cfg: Config, root: Path, env: RunEnv) -> tuple[str, list[str]]:
@@ -120,14 +117,14 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
         landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
         write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
     manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
-    paths = {f.filekey: f.path for f in todo}
-    failed = [{"label_path": paths.get(k, ""), "sample_id": f"filekey-{k}", "reason": f"filekey {k} did not land: {why}"}
+    where = {f.filekey: f.path for f in todo}
+    failed = [{"label_path": where.get(k, ""), "sample_id": f"filekey-{k}", "reason": f"filekey {k} did not land: {why}"}
               for k, why in sorted(report.failed.items())]
     rejects = pd.concat([rejects, pd.DataFrame(failed, columns=rejects.columns)], ignore_index=True) if failed else rejects
     report.samples = manifest["split"].value_counts().to_dict()
     report.rejected = len(rejects)
-    write_parquet(manifest, root / MANIFEST)
-    write_parquet(rejects, root / REJECTS)
+    write_parquet(manifest, root / paths.MANIFEST)
+    write_parquet(rejects, root / paths.INGEST_REJECTS)
     return report
 
 
@@ -243,7 +240,7 @@ def ingest_images(cfg: Config, root: Path) -> int:
         folder = folder or (captions if captions.is_dir() else captions.parent)
         rows = image_rows(images.source, captions, folder, images.caption_field)
         table = land_images(rows, folder, root / cfg.data.raw_dir / f"images-{images.source}", root)
-        write_parquet(table, root / IMAGES)
+        write_parquet(table, root / paths.IMAGE_MANIFEST)
         return len(table)
 
     folder = root / cfg.data.raw_dir / "images-sample"
@@ -253,7 +250,7 @@ def ingest_images(cfg: Config, root: Path) -> int:
     table = pd.DataFrame({"image_id": [Path(r["image"]).stem for r in rows],
                           "image_path": [(folder / r["image"]).relative_to(root).as_posix() for r in rows],
                           "caption_ko": [r["caption_ko"] for r in rows]})
-    write_parquet(table, root / IMAGES)
+    write_parquet(table, root / paths.IMAGE_MANIFEST)
     return len(table)
 
 

@@ -18,18 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import paths
 from ..config import Config
 from ..io import write_json, write_parquet
-from .ingest import IMAGES, MANIFEST
 from .video import VideoError, probe, read_clip
 
 log = logging.getLogger(__name__)
 
-CLIPS_OUT = "data/validated/clips.parquet"
-IMAGES_OUT = "data/validated/images.parquet"
-REJECTS = "data/rejects/validate.parquet"
-DOCS = "reports/validate"
-REPORT = "reports/validate.json"
 SPLITS = ("train", "val")
 _HANGUL = re.compile(r"[가-힣]")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -40,9 +35,9 @@ class ValidationGateError(RuntimeError):
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
-    clips = probe_clips(pd.read_parquet(root / MANIFEST), root, cfg)
-    images = probe_images(pd.read_parquet(root / IMAGES), root, cfg)
-    docs = root / DOCS
+    clips = probe_clips(pd.read_parquet(root / paths.MANIFEST), root, cfg)
+    images = probe_images(pd.read_parquet(root / paths.IMAGE_MANIFEST), root, cfg)
+    docs = root / paths.VALIDATE_DOCS
     shutil.rmtree(docs, ignore_errors=True)
     failures = pd.concat([run_suite(clips, clip_expectations(cfg), "clips", docs),
                           run_suite(images, image_expectations(cfg), "images", docs)], ignore_index=True)
@@ -53,10 +48,10 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     kept_images = images[~images["row_id"].isin(failures["row_id"])].drop(columns=["row_id", "decode_error", "pixels",
                                                                               "hangul_frac"])
     summary = summarise(clips, kept_clips, images, kept_images, rejects)
-    write_parquet(kept_clips.reset_index(drop=True), root / CLIPS_OUT)
-    write_parquet(kept_images.reset_index(drop=True), root / IMAGES_OUT)
-    write_parquet(rejects.reset_index(drop=True), root / REJECTS)
-    write_json(root / REPORT, summary)
+    write_parquet(kept_clips.reset_index(drop=True), root / paths.VALID_CLIPS)
+    write_parquet(kept_images.reset_index(drop=True), root / paths.VALID_IMAGES)
+    write_parquet(rejects.reset_index(drop=True), root / paths.VALIDATE_REJECTS)
+    write_json(root / paths.VALIDATE_REPORT, summary)
     gate(summary, cfg.validate_.max_reject_frac)
     return summary
 
@@ -214,9 +209,9 @@ def summarise(clips, kept_clips, images, kept_images, rejects) -> dict:
 def gate(summary: dict, max_reject_frac: float) -> None:
     empty = [s for s, n in summary["kept_by_split"].items() if n == 0]
     if empty:
-        raise ValidationGateError(f"split {', '.join(empty)} is empty after validation; see {REJECTS} and {DOCS}")
+        raise ValidationGateError(f"split {', '.join(empty)} is empty after validation; see {paths.VALIDATE_REJECTS} and {paths.VALIDATE_DOCS}")
     if summary["reject_frac"] > max_reject_frac:
         raise ValidationGateError(
             f"{summary['reject_frac']:.1%} of clips failed validation (limit validate.max_reject_frac="
             f"{max_reject_frac:.1%}); reasons: {json.dumps(summary['by_reason'], ensure_ascii=False)}; "
-            f"see {REJECTS} and the Data Docs in {DOCS}")
+            f"see {paths.VALIDATE_REJECTS} and the Data Docs in {paths.VALIDATE_DOCS}")

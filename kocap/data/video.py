@@ -2,6 +2,10 @@
 
     idx = sample_indices(n_frames, 8)            # linspace(0, n-1, k) rounded; used everywhere
     frames, idx = read_clip(path, 8)             # (k, H, W, 3) uint8 RGB, decord first, PyAV fallback
+    frames, idx = load_clip(path, FrameSpec.from_config(cfg))   # model-ready (k, S, S, 3) uint8
+
+`load_clip` is the single path from a video file to model-ready uint8 frames: the frames stage,
+evaluation, `kocap caption` and the MLflow model all call it.
 
 Bad files raise VideoError with a reason a user can act on; nothing here crashes on bad input.
 """
@@ -11,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..config import Config
+from ..model.preprocess import resize_crop
 
 
 class VideoError(ValueError):
@@ -184,3 +191,29 @@ def encode_mp4(frames, fps: int, codec: str = "mpeg4", options: dict | None = No
         for packet in stream.encode() if stream else []:
             out.mux(packet)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    num_frames: int
+    size: int
+    short_clip: str
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "FrameSpec":
+        return cls(cfg.frames.num_frames, cfg.model.chosen.image_size, cfg.frames.short_clip, cfg.validate_.max_pixels)
+
+
+def load_clip(path: Path, spec: FrameSpec) -> tuple[np.ndarray, list[int]]:
+    """Video file -> (k, S, S, 3) uint8 frames and the source indices. Raises VideoError."""
+    probe(path, spec.max_pixels)  # refuse what should never reach a decoder
+    frames, idx = read_clip(path, spec.num_frames, spec.short_clip)
+    return resize_crop(frames, spec.size), idx
+
+
+def load_image(path: Path, spec: FrameSpec) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return resize_crop(np.asarray(im.convert("RGB")), spec.size)

@@ -8,6 +8,7 @@ length penalty (sigma 6) makes it mostly a length match on ~300-morpheme paragra
 Sentence-level scores match each reference sentence to its best predicted sentence (ROUGE-L F on
 morphemes), so a paragraph that says the right things in another order is seen as such.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,12 @@ from functools import lru_cache
 
 log = logging.getLogger(__name__)
 # AI-Hub's own baseline for 71849 (its report; its model, on its own test split): a reference point, not a target
-PUBLISHED_BASELINE = {"dataset": "71849", "metric": "meteor", "score": 0.3052,
-                      "label": "AI-Hub's published 71849 baseline (METEOR, its own model and test split)"}
+PUBLISHED_BASELINE = {
+    "dataset": "71849",
+    "metric": "meteor",
+    "score": 0.3052,
+    "label": "AI-Hub's published 71849 baseline (METEOR, its own model and test split)",
+}
 
 
 class MetricUnavailable(RuntimeError):
@@ -30,9 +35,11 @@ class MetricUnavailable(RuntimeError):
 def require(metric: str) -> None:
     """Fail before any captioning when the primary metric cannot be computed here."""
     if metric == "meteor" and not shutil.which("java"):
-        raise MetricUnavailable("eval.primary_metric is meteor, which needs Java: install a JRE (apt-get install "
-                                "default-jre-headless) or choose another primary metric (kocap run "
-                                "eval.primary_metric=rouge_l)")
+        raise MetricUnavailable(
+            "eval.primary_metric is meteor, which needs Java: install a JRE (apt-get install "
+            "default-jre-headless) or choose another primary metric (kocap run "
+            "eval.primary_metric=rouge_l)"
+        )
 
 
 _METEOR_LOCK = threading.Lock()
@@ -147,7 +154,8 @@ def sentence_scores(references: list[str], predictions: list[str]) -> dict[str, 
         ps = [morphemes(t).split() for t in sentences(pred)]
         sim = [[_lcs_f(r, q) for q in ps] for r in rs]
         recall.append(sum(max(row, default=0.0) for row in sim) / max(1, len(rs)))
-        precision.append(sum(max((sim[i][j] for i in range(len(rs))), default=0.0) for j in range(len(ps)))
-                         / max(1, len(ps)))
+        precision.append(
+            sum(max((sim[i][j] for i in range(len(rs))), default=0.0) for j in range(len(ps))) / max(1, len(ps))
+        )
     r, p = sum(recall) / max(1, len(recall)), sum(precision) / max(1, len(precision))
     return {"sentence_recall": r, "sentence_precision": p, "sentence_f1": 2 * r * p / (r + p) if r + p else 0.0}

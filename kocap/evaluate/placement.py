@@ -6,6 +6,7 @@ The published 71849 baseline is on AI-Hub's own model and test split (labelled s
 not the same clips); the most-frequent caption and the shuffled-video control are on this run's
 validation clips; the champion is re-scored on the same clips at registration (registry/gate.py).
 """
+
 from __future__ import annotations
 
 import html
@@ -16,28 +17,52 @@ from .metrics import PUBLISHED_BASELINE
 def placement(metrics: dict, comparison: dict | None = None) -> list[dict]:
     """Rows of {what, score, note}; score is None where there is no number to show."""
     name = metrics["primary_metric"]
-    rows = [{"what": "this model", "score": metrics["primary"], "note": f"{name}, {metrics['samples']} validation clips"},
-            {"what": "most frequent training caption", "score": metrics[f"baseline_most_frequent_{name}"],
-             "note": "the same caption for every clip: what text alone earns"},
-            {"what": "this model, shuffled videos", "score": metrics[f"shuffled_{name}"],
-             "note": "captions made from other clips' videos: what the video adds is the gap"}]
+    rows = [
+        {"what": "this model", "score": metrics["primary"], "note": f"{name}, {metrics['samples']} validation clips"},
+        {
+            "what": "most frequent training caption",
+            "score": metrics[f"baseline_most_frequent_{name}"],
+            "note": "the same caption for every clip: what text alone earns",
+        },
+        {
+            "what": "this model, shuffled videos",
+            "score": metrics[f"shuffled_{name}"],
+            "note": "captions made from other clips' videos: what the video adds is the gap",
+        },
+    ]
     rows.append(_champion_row(name, comparison))
     published = PUBLISHED_BASELINE
-    rows.append({"what": published["label"], "score": published["score"] if name == published["metric"] else None,
-                 "note": "on its own data, not these clips" + ("" if name == published["metric"] else
-                                                                  f"; it reports {published['metric']}, not {name}")})
-    rows.append({"what": "captions cut by the generation budget", "score": metrics.get("cut_share"),
-                 "note": f"share of {metrics['samples']} (eval.max_new_tokens = {metrics.get('max_new_tokens')})"})
+    rows.append(
+        {
+            "what": published["label"],
+            "score": published["score"] if name == published["metric"] else None,
+            "note": "on its own data, not these clips"
+            + ("" if name == published["metric"] else f"; it reports {published['metric']}, not {name}"),
+        }
+    )
+    rows.append(
+        {
+            "what": "captions cut by the generation budget",
+            "score": metrics.get("cut_share"),
+            "note": f"share of {metrics['samples']} (eval.max_new_tokens = {metrics.get('max_new_tokens')})",
+        }
+    )
     return rows
 
 
 def _champion_row(name: str, comparison: dict | None) -> dict:
     if comparison is None:
-        return {"what": "current champion, same clips", "score": None,
-                "note": "scored at registration on these clips (reports/register.json, version tags gate.*)"}
-    return {"what": f"champion v{comparison['champion_version']}, same clips", "score": float(comparison["champion"]),
-            "note": f"{name} on validation set {comparison['val_set']} ({comparison['clips']} clips), "
-                    f"this model {float(comparison['challenger']):.4f} there"}
+        return {
+            "what": "current champion, same clips",
+            "score": None,
+            "note": "scored at registration on these clips (reports/register.json, version tags gate.*)",
+        }
+    return {
+        "what": f"champion v{comparison['champion_version']}, same clips",
+        "score": float(comparison["champion"]),
+        "note": f"{name} on validation set {comparison['val_set']} ({comparison['clips']} clips), "
+        f"this model {float(comparison['challenger']):.4f} there",
+    }
 
 
 def _fmt(score: float | None) -> str:
@@ -45,9 +70,12 @@ def _fmt(score: float | None) -> str:
 
 
 def placement_html(rows: list[dict]) -> str:
-    cells = "".join(f"<tr><td>{html.escape(r['what'])}</td><td>{_fmt(r['score'])}</td><td>{html.escape(r['note'])}</td></tr>"
-                    for r in rows)
-    return f"<h2>Where the score stands</h2><table border=1 cellpadding=4><tr><th></th><th>score</th><th></th></tr>{cells}</table>"
+    cells = "".join(
+        f"<tr><td>{html.escape(r['what'])}</td><td>{_fmt(r['score'])}</td><td>{html.escape(r['note'])}</td></tr>"
+        for r in rows
+    )
+    head = "<tr><th></th><th>score</th><th></th></tr>"
+    return f"<h2>Where the score stands</h2><table border=1 cellpadding=4>{head}{cells}</table>"
 
 
 def placement_text(rows: list[dict]) -> str:

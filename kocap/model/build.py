@@ -13,14 +13,21 @@ Traps handled here (shared/notes/model.md and checks on transformers 5.24):
 - On CPU, an eval-mode forward repacks bnb 4-bit weights and LoRA gradients silently vanish:
   `support_avx512bf16_for_cpu` is turned off on every 4-bit layer.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import torch
-from transformers import (BitsAndBytesConfig, CLIPVisionConfig, CLIPVisionModel, LlavaNextVideoForConditionalGeneration,
-                          Qwen3Config, Qwen3ForCausalLM)
+from transformers import (
+    BitsAndBytesConfig,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlavaNextVideoForConditionalGeneration,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from .presets import llava_config
 from .runtime import dtype
@@ -31,23 +38,43 @@ NOT_QUANTIZED = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def tiny_vision_config(image_size: int, patch_size: int) -> CLIPVisionConfig:
-    return CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                            image_size=image_size, patch_size=patch_size)
+    return CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
 
 
 def tiny_text_config(vocab_size: int) -> Qwen3Config:
-    return Qwen3Config(vocab_size=vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
-                       tie_word_embeddings=True)
+    return Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
 
 
-def assemble(vision: CLIPVisionModel, llm: Qwen3ForCausalLM, tokenizer, num_frames: int
-             ) -> LlavaNextVideoForConditionalGeneration:
+def assemble(
+    vision: CLIPVisionModel, llm: Qwen3ForCausalLM, tokenizer, num_frames: int
+) -> LlavaNextVideoForConditionalGeneration:
     """A LLaVA-NeXT-Video model holding `vision` and `llm` weights, with a fresh projector."""
     if llm.get_input_embeddings().num_embeddings < len(tokenizer):
         llm.resize_token_embeddings(len(tokenizer))  # room for <video> and <image>
-    cfg = llava_config(vision.config, llm.config, tokenizer.convert_tokens_to_ids(VIDEO),
-                       tokenizer.convert_tokens_to_ids(IMAGE), num_frames)
+    cfg = llava_config(
+        vision.config,
+        llm.config,
+        tokenizer.convert_tokens_to_ids(VIDEO),
+        tokenizer.convert_tokens_to_ids(IMAGE),
+        num_frames,
+    )
     model = LlavaNextVideoForConditionalGeneration(cfg)
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.model.state_dict())
@@ -69,7 +96,9 @@ def assemble_to_folder(vision_src: str, llm_src: str, tokenizer, num_frames: int
     text = AutoConfig.from_pretrained(llm_src)
     ids = tokenizer.convert_tokens_to_ids([VIDEO, IMAGE])
     if len(tokenizer) > text.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows")
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows"
+        )
     cfg = llava_config(vision.config, text, *ids, num_frames)
     with torch.device("meta"):
         skeleton = LlavaNextVideoForConditionalGeneration(cfg)
@@ -84,8 +113,10 @@ def assemble_to_folder(vision_src: str, llm_src: str, tokenizer, num_frames: int
         writer.add(name, tensor)
     writer.close()
     if set(writer.index) != expected:
-        raise ValueError(f"assembled checkpoint does not match the model: missing {sorted(expected - set(writer.index))[:5]}"
-                         f", unexpected {sorted(set(writer.index) - expected)[:5]}")
+        raise ValueError(
+            f"assembled checkpoint does not match the model: missing {sorted(expected - set(writer.index))[:5]}"
+            f", unexpected {sorted(set(writer.index) - expected)[:5]}"
+        )
     cfg.save_pretrained(out)
     return sum(p.numel() for p in skeleton.parameters())
 
@@ -110,7 +141,7 @@ def _llm_tensors(folder: Path):
         with safe_open(file, "pt") as f:
             for key in f.keys():
                 if key.startswith("model."):
-                    yield f"model.language_model.{key[len('model.'):]}", f.get_tensor(key)
+                    yield f"model.language_model.{key[len('model.') :]}", f.get_tensor(key)
                 elif key == "lm_head.weight":
                     yield key, f.get_tensor(key)
                 else:
@@ -160,13 +191,20 @@ def load_pretrained_parts(vision_id: str, llm_id: str, dtype=torch.float16) -> t
     """The production tower and LLM from hub ids or local folders (nothing is downloaded here at test time)."""
     from transformers import AutoModelForCausalLM
 
-    return (CLIPVisionModel.from_pretrained(vision_id, dtype=dtype),
-            AutoModelForCausalLM.from_pretrained(llm_id, dtype=dtype))
+    return (
+        CLIPVisionModel.from_pretrained(vision_id, dtype=dtype),
+        AutoModelForCausalLM.from_pretrained(llm_id, dtype=dtype),
+    )
 
 
 def quantization_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
-                              bnb_4bit_use_double_quant=True, llm_int8_skip_modules=NOT_QUANTIZED)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=NOT_QUANTIZED,
+    )
 
 
 def load_base(base_dir: Path, prec: str = "fp32", device: str = "cpu", quantize: bool = True):
@@ -196,8 +234,13 @@ def add_lora(model, lora_r: int, lora_alpha: int):
     """LoRA on the LLM's linears (by regex: never CLIP's), the projector trainable, trainable weights in fp32."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                      modules_to_save=["multi_modal_projector"])
+    lora = LoraConfig(
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        modules_to_save=["multi_modal_projector"],
+    )
     model = get_peft_model(model, lora)  # wraps the 4-bit layers load_base already set up
     train_in_fp32(model)
     return model

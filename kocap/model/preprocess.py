@@ -5,6 +5,7 @@
 
 Resize: shortest edge to `size`, PIL bicubic; centre crop to size x size; scale 1/255; normalise.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,43 +4,81 @@ Production presets load real configs with `from_pretrained` (hub ids or local fo
 architecture constants below (from the model cards, shared/notes/model.md) let tests and the GPU
 benchmark build the production shapes without downloading anything.
 """
+
 from __future__ import annotations
+
+from pathlib import Path
 
 from transformers import CLIPVisionConfig, LlavaNextVideoConfig, Qwen3Config
 
-CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                  image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+CLIP_L_336 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
 QWEN3 = {
-    "Qwen/Qwen3-8B": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                          num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=False,
-                          max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-6),
-    "Qwen/Qwen3-4B": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                          num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True,
-                          max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-6),
+    "Qwen/Qwen3-8B": dict(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        tie_word_embeddings=False,
+        max_position_embeddings=40960,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+    ),
+    "Qwen/Qwen3-4B": dict(
+        hidden_size=2560,
+        intermediate_size=9728,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        max_position_embeddings=40960,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+    ),
 }
 # AnyRes grids of LLaVA-NeXT (multiples of the tile size), as (height, width) in tiles.
 ANYRES_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
 POOL_STRIDE = 2
 
 
-def llava_config(vision: CLIPVisionConfig, text: Qwen3Config, video_token_id: int, image_token_id: int,
-                 num_frames: int) -> LlavaNextVideoConfig:
+def llava_config(
+    vision: CLIPVisionConfig, text: Qwen3Config, video_token_id: int, image_token_id: int, num_frames: int
+) -> LlavaNextVideoConfig:
     """The LLaVA-NeXT-Video config around a CLIP tower and a Qwen3 LLM (fresh projector)."""
     size = vision.image_size
     per_frame = (size // vision.patch_size) ** 2
     return LlavaNextVideoConfig(
-        vision_config=vision, text_config=text,
-        video_token_index=video_token_id, image_token_index=image_token_id,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",  # "full" breaks the pooler's reshape
-        spatial_pool_mode="average", spatial_pool_stride=POOL_STRIDE,
+        vision_config=vision,
+        text_config=text,
+        video_token_index=video_token_id,
+        image_token_index=image_token_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",  # "full" breaks the pooler's reshape
+        spatial_pool_mode="average",
+        spatial_pool_stride=POOL_STRIDE,
         image_grid_pinpoints=[[h * size, w * size] for h, w in ANYRES_GRIDS],
-        image_seq_length=per_frame, video_seq_length=num_frames * per_frame // POOL_STRIDE**2,
+        image_seq_length=per_frame,
+        video_seq_length=num_frames * per_frame // POOL_STRIDE**2,
         tie_word_embeddings=text.tie_word_embeddings,
     )
 
 
-def production_config(llm: str, video_token_id: int, image_token_id: int, num_frames: int = 8,
-                      vocab_size: int | None = None) -> LlavaNextVideoConfig:
+def production_config(
+    llm: str, video_token_id: int, image_token_id: int, num_frames: int = 8, vocab_size: int | None = None
+) -> LlavaNextVideoConfig:
     """The production architecture from constants (no download): for tests and the GPU benchmark."""
     text = Qwen3Config(**{**QWEN3[llm], **({"vocab_size": vocab_size} if vocab_size else {})})
     return llava_config(CLIPVisionConfig(**CLIP_L_336), text, video_token_id, image_token_id, num_frames)
@@ -87,3 +125,9 @@ def best_grid(height: int, width: int, size: int) -> tuple[int, int]:
         if best_key is None or key > best_key:
             best, best_key = (gh, gw), key
     return best
+
+
+def source(root: Path, name: str) -> str:
+    """A preset's model: a folder (relative to the project, or absolute) when it exists, else a hub id."""
+    local = root / name
+    return str(local) if local.is_dir() else name

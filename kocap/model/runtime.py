@@ -8,6 +8,7 @@
 compute capability. Half precision on the CPU is honoured when asked for explicitly (`bf16`): that is
 how the CPU tests catch the dtype bugs a GPU would otherwise be the first to show.
 """
+
 from __future__ import annotations
 
 import contextlib

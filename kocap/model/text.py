@@ -7,6 +7,7 @@ The chat format is Qwen's ChatML in non-thinking form (an empty think block open
 `<video>` is expanded to the model's video-token count here, before anything else sees the ids, and
 a sample that does not fit `max_length` is never cut: it is an error naming it, or a counted drop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,15 @@ class Encoded:
     labels: list[int]
 
 
-def encode(tokenizer, prompt: str, caption: str | None, media_tokens: int, max_length: int, sample_id: str = "",
-           media: str = VIDEO) -> Encoded:
+def encode(
+    tokenizer,
+    prompt: str,
+    caption: str | None,
+    media_tokens: int,
+    max_length: int,
+    sample_id: str = "",
+    media: str = VIDEO,
+) -> Encoded:
     """Token ids with the one media token expanded to `media_tokens`; labels only on the answer.
 
     `caption=None` encodes the generation prompt alone (inference).
@@ -52,8 +60,10 @@ def encode(tokenizer, prompt: str, caption: str | None, media_tokens: int, max_l
     head = head[:at] + [media_id] * media_tokens + head[at + 1 :]
     tail = tokenizer(answer(caption), add_special_tokens=False)["input_ids"] if caption is not None else []
     if len(head) + len(tail) > max_length:
-        raise SampleTooLong(f"sample {sample_id!r} needs {len(head) + len(tail)} tokens ({media_tokens} {media} + "
-                            f"prompt + caption) but model.max_length is {max_length}; it is never truncated")
+        raise SampleTooLong(
+            f"sample {sample_id!r} needs {len(head) + len(tail)} tokens ({media_tokens} {media} + "
+            f"prompt + caption) but model.max_length is {max_length}; it is never truncated"
+        )
     return Encoded(head + tail, [IGNORE] * len(head) + tail)
 
 
@@ -65,11 +75,13 @@ def train_tiny_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     bpe.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=IM_END, pad_token=EOS,
-                                  additional_special_tokens=[VIDEO, IMAGE])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=IM_END, pad_token=EOS, additional_special_tokens=[VIDEO, IMAGE]
+    )
     tok.save_pretrained(out)
     return tok
 

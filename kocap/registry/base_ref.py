@@ -10,6 +10,7 @@ project that registered it, then fetches from that project's DVC remote, and as 
 re-assembles it from the preset's hub ids (production presets only). The folder it returns,
 `.kocap-cache/base/<hash>/`, is made of hard links into the cache: no second copy on disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import paths
+
 log = logging.getLogger(__name__)
-BASE = "models/base"
 FOLDER = ".kocap-cache/base"
 
 
@@ -28,11 +30,17 @@ class BaseNotFound(RuntimeError):
 
 
 def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
-    if BASE not in hashes:
-        raise BaseNotFound(f"{BASE} has no DVC hash in dvc.lock: run the assemble stage (dvc repro) first")
+    if paths.BASE not in hashes:
+        raise BaseNotFound(f"{paths.BASE} has no DVC hash in dvc.lock: run the assemble stage (dvc repro) first")
     preset = cfg.model.chosen
-    return {"md5": hashes[BASE], "project": str(Path(root).resolve()), "preset": cfg.model.preset,
-            "vision": preset.vision, "llm": preset.llm, "num_frames": cfg.frames.num_frames}
+    return {
+        "md5": hashes[paths.BASE],
+        "project": str(Path(root).resolve()),
+        "preset": cfg.model.preset,
+        "vision": preset.vision,
+        "llm": preset.llm,
+        "num_frames": cfg.frames.num_frames,
+    }
 
 
 def resolve(ref: dict) -> Path:
@@ -48,9 +56,11 @@ def resolve(ref: dict) -> Path:
             return _from_cache(project, ref["md5"])
     if ref["llm"] != "tiny" and projects:
         return _reassemble(projects[0], ref)
-    raise BaseNotFound(f"base checkpoint {ref['md5']} is in no DVC cache or remote of {[str(p) for p in projects]}: "
-                       f"in the project, `git checkout` the version's commit and `dvc pull {BASE}`, "
-                       f"or set KOCAP_PROJECT to a project that has it")
+    raise BaseNotFound(
+        f"base checkpoint {ref['md5']} is in no DVC cache or remote of {[str(p) for p in projects]}: "
+        f"in the project, `git checkout` the version's commit and `dvc pull {paths.BASE}`, "
+        f"or set KOCAP_PROJECT to a project that has it"
+    )
 
 
 def _cache(project: Path) -> Path:
@@ -113,15 +123,21 @@ def _fetch(project: Path, md5: str) -> bool:
 def _reassemble(project: Path, ref: dict) -> Path:
     """Rebuild the base from the preset's tower and LLM (the projector the version trained is in its adapter)."""
     from ..model.build import assemble_to_folder
+    from ..model.presets import source
     from ..model.text import load_tokenizer
-    from ..train.assemble import source
 
     out = project / FOLDER / f"{ref['md5']}-reassembled"
     if not (out / ".complete").exists():
-        log.warning("base %s not in any DVC cache or remote: re-assembling it from %s + %s", ref["md5"], ref["vision"],
-                    ref["llm"])
+        log.warning(
+            "base %s not in any DVC cache or remote: re-assembling it from %s + %s",
+            ref["md5"],
+            ref["vision"],
+            ref["llm"],
+        )
         tokenizer = load_tokenizer(source(project, ref["llm"]))
-        assemble_to_folder(source(project, ref["vision"]), source(project, ref["llm"]), tokenizer, ref["num_frames"], out)
+        assemble_to_folder(
+            source(project, ref["vision"]), source(project, ref["llm"]), tokenizer, ref["num_frames"], out
+        )
         tokenizer.save_pretrained(out)
         (out / ".complete").write_text(ref["md5"], encoding="utf-8")
     return out

@@ -5,6 +5,7 @@ changes when new data lands, and then the champion is re-captioned rather than t
 number. With the same frames and preset as now, the cached tower features are reused; otherwise the
 champion decodes the validation videos with its own frame settings.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import paths
 from ..config import Config
 from ..io import write_json
 
@@ -36,14 +38,12 @@ def champion_captions(cfg: Config, root: Path, champion, val, val_set: str) -> l
 def _caption(captioner, cfg: Config, root: Path, val) -> list[str]:
     theirs = captioner.cfg
     if theirs.section("frames") == cfg.section("frames") and theirs.model.chosen == cfg.model.chosen:
-        from ..train.features import FeatureStore
+        from ..model.features import FeatureStore
 
         features = FeatureStore(captioner.model, root).get(val)
         return captioner.caption_features(features, seed=theirs.eval.seed)
     import pandas as pd
 
-    from ..data.validate import CLIPS_OUT
-
-    paths = pd.read_parquet(root / CLIPS_OUT).set_index("sample_id").loc[val["sample_id"], "video_path"]
-    frames = np.stack([captioner.frames(root / p) for p in paths])
+    videos = pd.read_parquet(root / paths.VALID_CLIPS).set_index("sample_id").loc[val["sample_id"], "video_path"]
+    frames = np.stack([captioner.frames(root / p) for p in videos])
     return captioner.caption_frames(frames)

@@ -10,6 +10,7 @@ same clips and the same decode. The decision is a paired bootstrap over clips: t
 beat the champion with the one-sided 95% lower bound of the mean per-clip gain above
 `registry.min_improvement`; a gain inside the noise keeps the champion.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -23,12 +24,12 @@ BOOTSTRAP = 2000
 class Comparison:
     champion_version: str
     metric: str
-    champion: float        # corpus-level primary metric of the champion on these clips
-    challenger: float      # ... and of the challenger
-    mean_gain: float       # mean per-clip gain (challenger - champion)
-    lower95: float         # one-sided 95% lower bound of the mean per-clip gain (paired bootstrap)
+    champion: float  # corpus-level primary metric of the champion on these clips
+    challenger: float  # ... and of the challenger
+    mean_gain: float  # mean per-clip gain (challenger - champion)
+    lower95: float  # one-sided 95% lower bound of the mean per-clip gain (paired bootstrap)
     clips: int
-    val_set: str           # hash of the validation set both were scored on
+    val_set: str  # hash of the validation set both were scored on
 
     def tags(self) -> dict[str, str]:
         return {f"gate.{k}": str(round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -43,27 +44,40 @@ def paired_lower_bound(gains: np.ndarray, seed: int = 0, rounds: int = BOOTSTRAP
     return float(np.quantile(gains[idx].mean(axis=1), 0.05))
 
 
-def compare(references: list[list[str]], challenger: list[str], champion: list[str], metric: str, version: str,
-            val_set: str) -> Comparison:
+def compare(
+    references: list[list[str]], challenger: list[str], champion: list[str], metric: str, version: str, val_set: str
+) -> Comparison:
     from ..evaluate.metrics import clip_scores
 
     ours, theirs = clip_scores(references, challenger, metric), clip_scores(references, champion, metric)
     gains = np.asarray(ours[1]) - np.asarray(theirs[1])
-    return Comparison(champion_version=str(version), metric=metric, champion=theirs[0], challenger=ours[0],
-                      mean_gain=float(gains.mean()), lower95=paired_lower_bound(gains), clips=len(gains),
-                      val_set=val_set)
+    return Comparison(
+        champion_version=str(version),
+        metric=metric,
+        champion=theirs[0],
+        challenger=ours[0],
+        mean_gain=float(gains.mean()),
+        lower95=paired_lower_bound(gains),
+        clips=len(gains),
+        val_set=val_set,
+    )
 
 
 def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) -> tuple[bool, list[str]]:
     """Whether a challenger becomes champion, and why (every failed condition is listed)."""
     r, reasons = cfg.registry, []
     name = metrics["primary_metric"]
-    if validation.get("reject_frac", 1) > cfg.validate_.max_reject_frac or 0 in validation.get("kept_by_split", {}).values():
+    if (
+        validation.get("reject_frac", 1) > cfg.validate_.max_reject_frac
+        or 0 in validation.get("kept_by_split", {}).values()
+    ):
         reasons.append("validation did not pass")
     if comparison is not None and comparison.lower95 <= r.min_improvement:
-        reasons.append(f"{name} on the same {comparison.clips} clips: {comparison.challenger:.4f} vs champion "
-                       f"v{comparison.champion_version}'s {comparison.champion:.4f}; the 95% lower bound of the gain "
-                       f"({comparison.lower95:.4f}, paired bootstrap) does not exceed {r.min_improvement}")
+        reasons.append(
+            f"{name} on the same {comparison.clips} clips: {comparison.challenger:.4f} vs champion "
+            f"v{comparison.champion_version}'s {comparison.champion:.4f}; the 95% lower bound of the gain "
+            f"({comparison.lower95:.4f}, paired bootstrap) does not exceed {r.min_improvement}"
+        )
     if metrics["unique_share"] < r.min_unique_share:
         reasons.append(f"unique-caption share {metrics['unique_share']:.2f} below {r.min_unique_share} (mode collapse)")
     if metrics["grounding"] <= 0:
@@ -72,6 +86,8 @@ def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) ->
         return False, reasons
     if comparison is None:
         return True, [f"{name} {metrics['primary']:.4f} (first champion)"]
-    return True, [f"{name} on the same {comparison.clips} clips: {comparison.challenger:.4f} beats champion "
-                  f"v{comparison.champion_version}'s {comparison.champion:.4f} (gain 95% lower bound "
-                  f"{comparison.lower95:.4f} > {r.min_improvement})"]
+    return True, [
+        f"{name} on the same {comparison.clips} clips: {comparison.challenger:.4f} beats champion "
+        f"v{comparison.champion_version}'s {comparison.champion:.4f} (gain 95% lower bound "
+        f"{comparison.lower95:.4f} > {r.min_improvement})"
+    ]

@@ -1,5 +1,6 @@
 """What a model version came from: the git commit (and whether the tree was dirty), the DVC hash of
 every input and output of every stage (dvc.lock), the AI-Hub dataset key and file-tree snapshot."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def dvc_hashes(root: Path) -> dict[str, str]:
 def aihub_snapshot(root: Path) -> dict:
     report = root / "reports/ingest.json"
     data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
-    return {"aihub.dataset_key": str(data.get("dataset_key", "unknown")),
-            "aihub.snapshot_id": str(data.get("snapshot_id", "unknown"))}
+    return {
+        "aihub.dataset_key": str(data.get("dataset_key", "unknown")),
+        "aihub.snapshot_id": str(data.get("snapshot_id", "unknown")),
+    }
 
 
 def restore_commands(tags: dict) -> list[str]:

@@ -14,6 +14,7 @@ missing file and a forbidden one), refuses videos over the size cap and outside 
 limits (duration, fps, resolution), and one bad item never fails the batch. An empty or oversized
 request is refused whole with kocap's message (HTTP 400, no stack trace).
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,8 +28,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-MAX_ITEMS = 64           # an oversized request is refused whole, with the limit in the message
-MAX_VIDEO_MB = 256       # per video sent as bytes
+MAX_ITEMS = 64  # an oversized request is refused whole, with the limit in the message
+MAX_VIDEO_MB = 256  # per video sent as bytes
 MAX_PATH = 4096
 ROOT_ENV = "KOCAP_SERVE_ROOT"
 
@@ -40,7 +41,7 @@ class RequestRefused(ValueError):
 class KocapCaptioner(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from kocap.config import Config
-        from kocap.evaluate.captioner import Captioner
+        from kocap.model.captioner import Captioner
         from kocap.registry.base_ref import resolve
 
         cfg = Config.model_validate(json.loads(Path(context.artifacts["config"]).read_text(encoding="utf-8")))
@@ -74,8 +75,10 @@ def items_of(model_input) -> list[tuple[str, object]]:
         elif "video_path" in model_input.columns:
             items = [("path", v) for v in model_input["video_path"]]
         else:
-            raise RequestRefused("send a 'video_b64' column (base64 of each video file), or 'video_path' where the "
-                                 f"server allows paths ({ROOT_ENV})")
+            raise RequestRefused(
+                "send a 'video_b64' column (base64 of each video file), or 'video_path' where the "
+                f"server allows paths ({ROOT_ENV})"
+            )
     elif isinstance(model_input, (str, Path, bytes)):
         items = [_kind(model_input)]
     else:
@@ -133,8 +136,10 @@ def _b64(text) -> bytes:
 def _allowed_path(text: str, root: Path | None) -> Path:
     """Inside the allowed root, or refused with one message whether or not the file exists."""
     if root is None:
-        raise ValueError(f"video paths are not read by this server: send the video bytes as video_b64 (base64), or "
-                         f"start the server with {ROOT_ENV}=DIR to allow files inside DIR")
+        raise ValueError(
+            f"video paths are not read by this server: send the video bytes as video_b64 (base64), or "
+            f"start the server with {ROOT_ENV}=DIR to allow files inside DIR"
+        )
     if len(text) > MAX_PATH or "\0" in text:
         raise ValueError(f"video_path is not a usable path (at most {MAX_PATH} characters)")
     path = Path(os.path.realpath(text if os.path.isabs(text) else root / text))

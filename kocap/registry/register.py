@@ -14,6 +14,7 @@ Crash-safe: a version is created already tagged with its registration key and `k
 a rerun (after a kill at any point) finds it by key and completes it instead of registering another;
 an incomplete version is never the gate's champion and cannot be promoted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,22 +22,20 @@ import json
 import tempfile
 from pathlib import Path
 
+from .. import faults, paths
 from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
-from ..train.finetune import OUT as FINETUNE
-from .. import faults
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
 from .lineage import aihub_snapshot, dvc_hashes, git_state
 
-REPORT = "reports/register.json"
-DATASETS = {"manifest": "data/manifest.parquet", "validated": "data/validated", "frames": "data/frames"}
+DATASETS = {"manifest": paths.MANIFEST, "validated": paths.VALIDATED, "frames": paths.FRAMES}
 
 
 KEY, STATE = "kocap.key", "kocap.state"  # what a version was registered from; incomplete until its last step
-INPUTS = ("models/base", "models/finetune", "data/manifest.parquet", "data/validated", "data/frames")
+INPUTS = (paths.BASE, paths.FINETUNE, paths.MANIFEST, paths.VALIDATED, paths.FRAMES)
 
 
 class RegistryError(RuntimeError):
@@ -47,8 +46,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     """Register (or, after a crash, complete) the version for these inputs; a rerun never adds another."""
     from mlflow import MlflowClient
 
-    metrics = json.loads((root / "reports/metrics.json").read_text(encoding="utf-8"))
-    validation = json.loads((root / "reports/validate.json").read_text(encoding="utf-8"))
+    metrics = json.loads((root / paths.METRICS).read_text(encoding="utf-8"))
+    validation = json.loads((root / paths.VALIDATE_REPORT).read_text(encoding="utf-8"))
     hashes = dvc_hashes(root)
     client, name = MlflowClient(), cfg.registry.model_name
     key = registration_key(cfg, metrics, validation, hashes)
@@ -58,7 +57,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     report = report_of(client.get_model_version(name, version.version))
     report["placement"] = placement(metrics, report["comparison"])
     log_placement(client, version, report)
-    write_json(root / REPORT, report)
+    write_json(root / paths.REGISTER_REPORT, report)
     return report
 
 
@@ -72,8 +71,19 @@ def log_placement(client, version, report: dict) -> None:
 
 def registration_key(cfg: Config, metrics: dict, validation: dict, hashes: dict) -> str:
     """What makes two registrations the same: the model and data hashes, the scores and the params."""
-    blob = json.dumps([{p: hashes.get(p) for p in INPUTS}, metrics, validation, cfg.section("registry"),
-                       cfg.section("eval"), cfg.section("model")], sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps(
+        [
+            {p: hashes.get(p) for p in INPUTS},
+            metrics,
+            validation,
+            cfg.section("registry"),
+            cfg.section("eval"),
+            cfg.section("model"),
+        ],
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -105,8 +115,11 @@ def create_version(cfg: Config, root: Path, metrics: dict, hashes: dict, key: st
 def _logged_model(key: str) -> str | None:
     import mlflow
 
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list",
-                              filter_string=f"tags.`{KEY}` = '{key}' and attributes.status = 'FINISHED'")
+    runs = mlflow.search_runs(
+        experiment_names=[EXPERIMENT],
+        output_format="list",
+        filter_string=f"tags.`{KEY}` = '{key}' and attributes.status = 'FINISHED'",
+    )
     uris = [r.data.tags.get("kocap.model_uri") for r in runs if r.data.tags.get("kocap.model_uri")]
     return uris[0] if uris else None
 
@@ -127,9 +140,11 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
         from . import pyfunc_model
 
         # the base is not copied: the version points at it by DVC hash (base_ref.py)
-        info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,
-                                       artifacts={"adapter": str(root / FINETUNE / "adapter"), "config": str(config),
-                                                  "base_ref": str(base)})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=pyfunc_model.__file__,
+            artifacts={"adapter": str(root / paths.ADAPTER), "config": str(config), "base_ref": str(base)},
+        )
         mlflow.set_tag("kocap.model_uri", info.model_uri)
     return info.model_uri
 
@@ -138,9 +153,15 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     """Tags, lineage, the challenger alias, the gate's decision, then `complete`: each step idempotent."""
     name, number = cfg.registry.model_name, version.version
     run_id = client.get_run(_run_of(client, version)).info.run_id
-    tags = {**git_state(root), **aihub_snapshot(root), **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
-            "metric.primary": str(metrics["primary"]), "run_id": run_id, "base.md5": hashes[base_ref.BASE],
-            "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)"}
+    tags = {
+        **git_state(root),
+        **aihub_snapshot(root),
+        **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
+        "metric.primary": str(metrics["primary"]),
+        "run_id": run_id,
+        "base.md5": hashes[paths.BASE],
+        "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(name, number, key, value)
     client.set_registered_model_alias(name, "challenger", number)
@@ -165,9 +186,13 @@ def _run_of(client, version) -> str:
 
 def report_of(version) -> dict:
     tags = version.tags
-    return {"model": version.name, "version": int(version.version), "promoted": tags.get("kocap.decision") == "champion",
-            "reasons": [r for r in tags.get("kocap.reasons", "").split("; ") if r],
-            "comparison": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")} or None}
+    return {
+        "model": version.name,
+        "version": int(version.version),
+        "promoted": tags.get("kocap.decision") == "champion",
+        "reasons": [r for r in tags.get("kocap.reasons", "").split("; ") if r],
+        "comparison": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")} or None,
+    }
 
 
 def served_config(cfg: Config, metrics: dict) -> Config:
@@ -178,8 +203,8 @@ def served_config(cfg: Config, metrics: dict) -> Config:
 
 
 def _dataset(root: Path, name: str, path: str, digest: str):
-    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
 
     source = HTTPDatasetSource(url=(root / path).resolve().as_uri())
     return MetaDataset(source=source, name=name, digest=digest[:36])
@@ -202,8 +227,10 @@ def current_champion(client, name: str):
             return None
         raise RegistryError(f"could not read the champion of {name!r} from MLflow: {exc.message}") from exc
     if not usable(champion):
-        raise RegistryError(f"the champion alias of {name!r} points at version {champion.version}, whose registration "
-                            f"never completed: promote a complete version with `kocap promote N --force --reason ...`")
+        raise RegistryError(
+            f"the champion alias of {name!r} points at version {champion.version}, whose registration "
+            f"never completed: promote a complete version with `kocap promote N --force --reason ...`"
+        )
     return champion
 
 
@@ -217,17 +244,21 @@ def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dic
     """The champion and the challenger scored on the same, current validation clips."""
     import pandas as pd
 
-    from ..train.finetune import training_rows
+    from ..data.rows import split_rows
     from .champion import champion_captions
     from .gate import compare
 
-    val = training_rows(root, "val")
-    ours = pd.read_parquet(root / "reports/predictions.parquet").set_index("sample_id").loc[val["sample_id"], "prediction"]
-    val_set = hashlib.sha256(json.dumps([val["sample_id"].tolist(), val["caption_ko"].tolist(),
-                                         hashes.get("data/frames")], ensure_ascii=False).encode()).hexdigest()[:16]
+    val = split_rows(root, "val")
+    ours = pd.read_parquet(root / paths.PREDICTIONS).set_index("sample_id").loc[val["sample_id"], "prediction"]
+    val_set = hashlib.sha256(
+        json.dumps(
+            [val["sample_id"].tolist(), val["caption_ko"].tolist(), hashes.get(paths.FRAMES)], ensure_ascii=False
+        ).encode()
+    ).hexdigest()[:16]
     theirs = champion_captions(cfg, root, champion, val, val_set)
-    return compare([[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric,
-                   champion.version, val_set)
+    return compare(
+        [[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric, champion.version, val_set
+    )
 
 
 def decide(client, name: str, version: str, promote: bool, reasons: list[str], manual: bool = False) -> None:
@@ -249,6 +280,8 @@ def force_promote(name: str, version: str, reason: str) -> None:
     client = MlflowClient()
     target = client.get_model_version(name, version)
     if not usable(target):
-        raise RegistryError(f"version {version} of {name!r} is incomplete (its registration was interrupted); run "
-                            f"`kocap run` (or `kocap stage register`) to complete it before promoting it")
+        raise RegistryError(
+            f"version {version} of {name!r} is incomplete (its registration was interrupted); run "
+            f"`kocap run` (or `kocap stage register`) to complete it before promoting it"
+        )
     decide(client, name, version, True, [f"manual override: {reason}"], manual=True)

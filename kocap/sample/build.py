@@ -5,6 +5,7 @@
 Deterministic for a seed: clip i depends only on (seed, i), so raising `num_clips` adds new zips
 and leaves the earlier ones byte-identical (what an incremental AI-Hub update looks like).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,16 @@ def build_aihub_sample(root: Path, p: SampleParams) -> Path:
         for split, prefix in (("Training", "T"), ("Validation", "V")):
             mine = [c for c in chunk if c["split"] == split]
             if mine:
-                _write_zip(base / split / "01.원천데이터" / f"{prefix}S_{n:02d}.배경영상.zip",
-                           [(c["video_name"], encode_mp4(c["frames"], p.fps, options={"qscale": "3"})) for c in mine], cp949=True)
-                _write_zip(base / split / "02.라벨링데이터" / f"{prefix}L_{n:02d}.배경영상.zip",
-                           [(c["label_name"], c["label_bytes"]) for c in mine], cp949=False)
+                _write_zip(
+                    base / split / "01.원천데이터" / f"{prefix}S_{n:02d}.배경영상.zip",
+                    [(c["video_name"], encode_mp4(c["frames"], p.fps, options={"qscale": "3"})) for c in mine],
+                    cp949=True,
+                )
+                _write_zip(
+                    base / split / "02.라벨링데이터" / f"{prefix}L_{n:02d}.배경영상.zip",
+                    [(c["label_name"], c["label_bytes"]) for c in mine],
+                    cp949=False,
+                )
     return root / DATASET_KEY
 
 
@@ -56,15 +63,28 @@ def _clip(p: SampleParams, i: int) -> dict:
     stem = f"{scene.scene}_{i:05d}"
     label = {
         "info": {"dataset": "대한민국 배경영상 상세 설명문 데이터", "source": "kocap embedded sample"},
-        "video": {"file_name": f"{stem}.mp4", "duration": p.num_frames / p.fps, "fps": p.fps,
-                  "width": p.size, "height": p.size, "category": scene.scene},
-        "annotation": {("description_ko" if i % 7 == 3 else "description_kr"): describe(scene, rng),
-                       "attributes": scene.as_dict()},
+        "video": {
+            "file_name": f"{stem}.mp4",
+            "duration": p.num_frames / p.fps,
+            "fps": p.fps,
+            "width": p.size,
+            "height": p.size,
+            "category": scene.scene,
+        },
+        "annotation": {
+            ("description_ko" if i % 7 == 3 else "description_kr"): describe(scene, rng),
+            "attributes": scene.as_dict(),
+        },
     }
     text = json.dumps(label, ensure_ascii=False, indent=1)
     data = text.encode("cp949") if i % 5 == 2 else text.encode("utf-8-sig")  # AI-Hub ships both
-    return {"split": split, "video_name": f"{stem}.mp4", "label_name": f"{stem}.json", "frames": frames,
-            "label_bytes": data}
+    return {
+        "split": split,
+        "video_name": f"{stem}.mp4",
+        "label_name": f"{stem}.json",
+        "frames": frames,
+        "label_bytes": data,
+    }
 
 
 def _write_zip(path: Path, members: list[tuple[str, bytes]], cp949: bool) -> None:
@@ -91,5 +111,7 @@ def build_image_set(out: Path, p: SampleParams) -> Path:
         name = f"img_{i:05d}.png"
         Image.fromarray(still).save(out / name)
         rows.append({"image": name, "caption_ko": describe_image(scene, rng), "attributes": scene.as_dict()})
-    (out / "captions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (out / "captions.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return out

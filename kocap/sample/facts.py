@@ -6,6 +6,7 @@ Each value of each attribute the generator draws has one pattern, and the genera
 with exactly those words (a test reads all its captions back). A caption states a fact when exactly
 one value's pattern matches: saying two colours, or none, is not stating the colour.
 """
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ Everything a caption says is visible: sky colour = time of day, rain streaks and
 weather, the ground = scene type, one to three objects of one kind, colour and shape side by side,
 moving together in one direction, and a camera that stays, pans or zooms.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,8 +16,13 @@ TIMES = ("낮", "저녁", "밤")
 WEATHERS = ("맑음", "흐림", "비")
 OBJECTS = ("자동차", "공", "사람")
 COUNTS = (1, 2, 3)
-COLORS = {"빨간색": (220, 40, 40), "파란색": (40, 80, 230), "노란색": (240, 220, 40), "흰색": (245, 245, 245),
-          "보라색": (150, 50, 200)}
+COLORS = {
+    "빨간색": (220, 40, 40),
+    "파란색": (40, 80, 230),
+    "노란색": (240, 220, 40),
+    "흰색": (245, 245, 245),
+    "보라색": (150, 50, 200),
+}
 ROWS = ("위쪽", "가운데", "아래쪽")
 MOTIONS = ("오른쪽", "왼쪽", "정지")
 CAMERAS = ("고정", "패닝", "줌인")
@@ -44,8 +50,17 @@ class Scene:
 
 def draw_scene(rng: np.random.Generator) -> Scene:
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
-    return Scene(pick(SCENES), pick(TIMES), pick(WEATHERS), pick(OBJECTS), pick(list(COLORS)), pick(COUNTS), pick(ROWS),
-                 pick(MOTIONS), pick(CAMERAS))
+    return Scene(
+        pick(SCENES),
+        pick(TIMES),
+        pick(WEATHERS),
+        pick(OBJECTS),
+        pick(list(COLORS)),
+        pick(COUNTS),
+        pick(ROWS),
+        pick(MOTIONS),
+        pick(CAMERAS),
+    )
 
 
 def render(scene: Scene, size: int, num_frames: int, rng: np.random.Generator, width: int | None = None) -> np.ndarray:
@@ -119,7 +134,8 @@ def _draw_one(frame: np.ndarray, scene: Scene, cx: int, cy: int, s: int) -> None
     elif scene.obj == "자동차":  # wide and low, with dark wheels
         mask = (abs(yy - cy) <= s // 4) & (abs(xx - cx) <= s * 2 // 3)
         wheels = ((yy - (cy + s // 4)) ** 2 + (xx - (cx - s // 3)) ** 2 <= (s // 7) ** 2) | (
-            (yy - (cy + s // 4)) ** 2 + (xx - (cx + s // 3)) ** 2 <= (s // 7) ** 2)
+            (yy - (cy + s // 4)) ** 2 + (xx - (cx + s // 3)) ** 2 <= (s // 7) ** 2
+        )
         frame[wheels] = (20, 20, 20)
     else:  # a person: tall and narrow, with a head
         mask = (abs(yy - cy - s // 6) <= s // 2 - s // 6) & (abs(xx - cx) <= s // 6)

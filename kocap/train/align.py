@@ -6,6 +6,7 @@ projector starts from random, so this stage is what first maps CLIP features int
 Data: the Korean image-caption set through the model's image (AnyRes) path, plus, with
 `stage1.include_videos`, the training video captions (their cached pooled features).
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,27 +17,23 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from .. import paths
 from ..config import Config
-from ..data.validate import IMAGES_OUT
+from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_base, train_in_fp32
-from ..model.presets import image_tokens
+from ..model.features import FeatureStore
 from ..model.preprocess import anyres
+from ..model.presets import image_tokens
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
-from .assemble import OUT as BASE
-from .features import FeatureStore
-from .finetune import encode_rows, training_rows
-from .loop import EpochSchedule, LoopSpec, run_signature, weight_files
+from ..model.video_lm import answer_loss
+from ..model.video_lm import loss as video_loss
+from .loop import plan, run_signature, weight_files
+from .samples import warm_and_encode
 from .tracking import train_tracked
-from .video_lm import answer_loss
-from .video_lm import loss as video_loss
 
 log = logging.getLogger(__name__)
-
-OUT = "models/align"
-REPORT = "reports/align.json"
-PLOT = "reports/align_loss.png"
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
@@ -45,24 +42,20 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         return skip(root)
     dev = runtime.device()
     prec = runtime.precision(s.precision, dev)
-    tokenizer = load_tokenizer(str(root / BASE))
-    model = load_frozen(root / BASE, prec, dev)
+    tokenizer = load_tokenizer(str(root / paths.BASE))
+    model = load_frozen(root / paths.BASE, prec, dev)
     items, dropped = image_items(cfg, root, tokenizer, model)
     store = videos = None
     if s.include_videos:
-        rows = training_rows(root)
         store = FeatureStore(model, root)
-        store.warm(rows)
-        encoded, rows, dropped_videos = encode_rows(rows, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+        encoded, rows, dropped_videos = warm_and_encode(split_rows(root), store, tokenizer, cfg)
         dropped += dropped_videos
         videos = (encoded, rows)
         items += [("video", i) for i in range(len(rows))]
-    schedule = EpochSchedule(len(items), s.batch_size, s.epochs, s.seed)
-    spec = LoopSpec(steps=-(-schedule.micro_batches // s.grad_accum), lr=s.lr, checkpoint_every=s.checkpoint_every,
-                    checkpoint_dir=root / OUT / "checkpoints", precision=prec, accum=s.grad_accum,
-                    micro_batches=schedule.micro_batches, device=dev,
-                    signature=run_signature(cfg.section("stage1"), cfg.section("model"), len(items),
-                                            files=weight_files(root / BASE)))
+    signature = run_signature(
+        cfg.section("stage1"), cfg.section("model"), len(items), files=weight_files(root / paths.BASE)
+    )
+    schedule, spec = plan(len(items), s, root / paths.ALIGN / "checkpoints", signature, prec, dev)
 
     def batch(micro: int):
         chosen = [items[i] for i in schedule.indices(micro)]
@@ -70,8 +63,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         for kind, payload in chosen:
             if kind == "image":
                 ids, labels, pixels, size = (t.to(dev) for t in payload)
-                losses.append(answer_loss(model, labels, input_ids=ids, pixel_values=pixels.to(model.dtype),
-                                          image_sizes=size))
+                losses.append(
+                    answer_loss(model, labels, input_ids=ids, pixel_values=pixels.to(model.dtype), image_sizes=size)
+                )
                 tokens += ids.shape[1]
             else:
                 enc, rows = videos
@@ -81,14 +75,22 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         return torch.stack(losses).mean(), len(chosen), tokens
 
     def save():
-        (root / OUT).mkdir(parents=True, exist_ok=True)
+        (root / paths.ALIGN).mkdir(parents=True, exist_ok=True)
         state = model.model.multi_modal_projector.state_dict()
-        save_file({k: v.float().contiguous() for k, v in state.items()}, root / OUT / "projector.safetensors")
+        save_file({k: v.float().contiguous() for k, v in state.items()}, root / paths.ALIGN / "projector.safetensors")
 
-    result = train_tracked(cfg, "align", root, model, batch, spec, root / PLOT, save, getattr(env, "track", True))
-    report = {**result, "images": sum(k == "image" for k, _ in items), "videos": sum(k == "video" for k, _ in items),
-              "dropped_too_long": dropped, "precision": prec, "device": dev}
-    write_json(root / REPORT, report)
+    result = train_tracked(
+        cfg, "align", root, model, batch, spec, root / paths.ALIGN_PLOT, save, getattr(env, "track", True)
+    )
+    report = {
+        **result,
+        "images": sum(k == "image" for k, _ in items),
+        "videos": sum(k == "video" for k, _ in items),
+        "dropped_too_long": dropped,
+        "precision": prec,
+        "device": dev,
+    }
+    write_json(root / paths.ALIGN_REPORT, report)
     return report
 
 
@@ -99,12 +101,12 @@ def skip(root: Path) -> dict:
 
     from .tracking import loss_plot
 
-    shutil.rmtree(root / OUT, ignore_errors=True)
-    (root / OUT).mkdir(parents=True)
+    shutil.rmtree(root / paths.ALIGN, ignore_errors=True)
+    (root / paths.ALIGN).mkdir(parents=True)
     report = {"skipped": True, "reason": "stage1.enabled is false: stage 2 starts from the assembled projector"}
-    write_json(root / OUT / "stage1.json", report)
-    loss_plot([], root / PLOT, "align: stage 1 skipped")
-    write_json(root / REPORT, report)
+    write_json(root / paths.ALIGN / "stage1.json", report)
+    loss_plot([], root / paths.ALIGN_PLOT, "align: stage 1 skipped")
+    write_json(root / paths.ALIGN_REPORT, report)
     return report
 
 
@@ -126,7 +128,7 @@ def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
     an image over `stage1.max_length` follows `model.too_long` (an error naming it, or a counted drop)."""
     from PIL import Image
 
-    table = pd.read_parquet(root / IMAGES_OUT)
+    table = pd.read_parquet(root / paths.VALID_IMAGES)
     size = model.config.vision_config.image_size
     items, dropped = [], 0
     for _, row in table.iterrows():
@@ -134,16 +136,33 @@ def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
             img = np.asarray(im.convert("RGB"))
         h, w = img.shape[:2]
         try:
-            enc = encode(tokenizer, cfg.model.prompt, row["caption_ko"], image_tokens(model.config, h, w),
-                         cfg.stage1.max_length, row["sample_id"], media=IMAGE)
+            enc = encode(
+                tokenizer,
+                cfg.model.prompt,
+                row["caption_ko"],
+                image_tokens(model.config, h, w),
+                cfg.stage1.max_length,
+                row["sample_id"],
+                media=IMAGE,
+            )
         except SampleTooLong:
             if cfg.model.too_long == "error":
                 raise
             dropped += 1
             continue
-        items.append(("image", (torch.tensor([enc.input_ids]), torch.tensor([enc.labels]),
-                                torch.from_numpy(anyres(img, size))[None], torch.tensor([[h, w]]))))
+        items.append(
+            (
+                "image",
+                (
+                    torch.tensor([enc.input_ids]),
+                    torch.tensor([enc.labels]),
+                    torch.from_numpy(anyres(img, size))[None],
+                    torch.tensor([[h, w]]),
+                ),
+            )
+        )
     if dropped:
-        log.warning("%d image(s) longer than stage1.max_length=%d dropped (never truncated)", dropped,
-                    cfg.stage1.max_length)
+        log.warning(
+            "%d image(s) longer than stage1.max_length=%d dropped (never truncated)", dropped, cfg.stage1.max_length
+        )
     return items, dropped

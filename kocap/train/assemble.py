@@ -7,6 +7,7 @@ add `<video>`/`<image>` to Qwen's tokenizer. The tiny preset has no pretrained L
 makes its stand-in here: a byte-level BPE tokenizer and a small Qwen3 pre-trained on the training
 captions (text only: no video is seen, so grounding still has to be learned in stage 2).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,26 +19,26 @@ import pandas as pd
 import torch
 from transformers import CLIPVisionModel, Qwen3ForCausalLM
 
+from .. import paths
 from ..config import Config
-from ..data.validate import CLIPS_OUT, IMAGES_OUT
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
+from ..model.presets import source
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
 from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)
-OUT = "models/base"
-REPORT = "reports/assemble.json"
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
-    preset, out = cfg.model.chosen, root / OUT
+    preset, out = cfg.model.chosen, root / paths.BASE
     shutil.rmtree(out, ignore_errors=True)
     lm_loss = None
     if preset.llm == "tiny":
         texts = corpus(root)
-        tokenizer = train_tiny_tokenizer(texts + [user_turn(cfg.model.prompt)], out / "tokenizer",
-                                         cfg.model.tiny_lm.vocab_size)
+        tokenizer = train_tiny_tokenizer(
+            texts + [user_turn(cfg.model.prompt)], out / "tokenizer", cfg.model.tiny_lm.vocab_size
+        )
         torch.manual_seed(cfg.model.tiny_lm.seed)
         vision = CLIPVisionModel(tiny_vision_config(preset.image_size, preset.patch_size))  # random, frozen
         llm, lm_loss = pretrain_tiny_lm(tokenizer, texts, cfg)
@@ -47,25 +48,25 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         params = sum(p.numel() for p in model.parameters())
     else:  # streamed shard by shard: host RAM stays far below the LLM's size
         tokenizer = load_tokenizer(source(root, preset.llm))
-        params = assemble_to_folder(source(root, preset.vision), source(root, preset.llm), tokenizer,
-                                    cfg.frames.num_frames, out)
+        params = assemble_to_folder(
+            source(root, preset.vision), source(root, preset.llm), tokenizer, cfg.frames.num_frames, out
+        )
     tokenizer.save_pretrained(out)
-    report = {"preset": cfg.model.preset, "parameters_m": round(params / 1e6, 2), "vocab": len(tokenizer),
-              "tiny_lm_final_loss": lm_loss, "peak_host_rss_mb": round(host_peak_mb())}
-    write_json(root / REPORT, report)
+    report = {
+        "preset": cfg.model.preset,
+        "parameters_m": round(params / 1e6, 2),
+        "vocab": len(tokenizer),
+        "tiny_lm_final_loss": lm_loss,
+        "peak_host_rss_mb": round(host_peak_mb()),
+    }
+    write_json(root / paths.ASSEMBLE_REPORT, report)
     return report
-
-
-def source(root: Path, name: str) -> str:
-    """A preset's model: a folder (relative to the project, or absolute) when it exists, else a hub id."""
-    local = root / name
-    return str(local) if local.is_dir() else name
 
 
 def corpus(root: Path) -> list[str]:
     """Training captions (train split) and image captions: what the tiny LM may read."""
-    clips = pd.read_parquet(root / CLIPS_OUT)
-    images = pd.read_parquet(root / IMAGES_OUT)
+    clips = pd.read_parquet(root / paths.VALID_CLIPS)
+    images = pd.read_parquet(root / paths.VALID_IMAGES)
     return clips.loc[clips["split"] == "train", "caption_ko"].tolist() + images["caption_ko"].tolist()
 
 
@@ -79,7 +80,7 @@ def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3For
     rng = np.random.default_rng(p.seed)
     losses = []
     model.train()
-    for step in range(p.pretrain_steps):
+    for _ in range(p.pretrain_steps):
         batch = [seqs[i] for i in rng.choice(len(seqs), size=min(p.batch_size, len(seqs)), replace=False)]
         width = max(map(len, batch))
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)

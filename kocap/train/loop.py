@@ -2,6 +2,7 @@
 everything that trains (not just the adapter), the optimizer, the scheduler, the RNG states and the
 data position, written atomically. A non-finite loss stops the run with a clear error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ import random
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,12 +33,12 @@ class LoopSpec:
     lr: float
     checkpoint_every: int
     checkpoint_dir: Path
-    signature: str            # params + data id: a checkpoint of another run is never resumed
+    signature: str  # params + data id: a checkpoint of another run is never resumed
     warmup_frac: float = 0.05
-    precision: str = "fp32"   # fp32 | fp16 (T4: loss scaling) | bf16
+    precision: str = "fp32"  # fp32 | fp16 (T4: loss scaling) | bf16
     keep: int = 2
-    accum: int = 1            # micro-batches per optimizer step (gradient accumulation)
-    micro_batches: int = 0    # all micro-batches of the run (0: steps * accum); the last step may take fewer
+    accum: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    micro_batches: int = 0  # all micro-batches of the run (0: steps * accum); the last step may take fewer
     device: str = "cpu"
 
 
@@ -63,6 +64,24 @@ class EpochSchedule:
         epoch, pos = divmod(micro, self.per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.samples)
         return order[pos * self.batch_size : (pos + 1) * self.batch_size]
+
+
+def plan(samples: int, stage, checkpoint_dir: Path, signature: str, precision: str, device: str):
+    """The epoch schedule over `samples` items and the loop spec of a training stage's params (stage1/stage2):
+    one optimizer step per `grad_accum` micro-batches."""
+    schedule = EpochSchedule(samples, stage.batch_size, stage.epochs, stage.seed)
+    spec = LoopSpec(
+        steps=-(-schedule.micro_batches // stage.grad_accum),
+        lr=stage.lr,
+        checkpoint_every=stage.checkpoint_every,
+        checkpoint_dir=checkpoint_dir,
+        signature=signature,
+        precision=precision,
+        accum=stage.grad_accum,
+        micro_batches=schedule.micro_batches,
+        device=device,
+    )
+    return schedule, spec
 
 
 def code_digest() -> str:
@@ -92,15 +111,23 @@ def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], spec: LoopSpec,
-             on_step: Callable[[int, dict], None] = lambda step, m: None) -> dict:
+def run_loop(
+    model,
+    batch_loss: Callable[[int], tuple[torch.Tensor, int, int]],
+    spec: LoopSpec,
+    on_step: Callable[[int, dict], None] = lambda step, m: None,
+) -> dict:
     """Train for spec.steps optimizer steps; `batch_loss(m)` returns (loss, samples, tokens) for
     micro-batch m (step * accum + k): the micro-batch index is the data position."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     warmup = max(1, int(spec.steps * spec.warmup_frac))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(
-        0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, spec.steps))))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, spec.steps)))))
+        ),
+    )
     scaler = torch.amp.GradScaler(spec.device, enabled=spec.precision == "fp16")
     step = start = resume(model, opt, sched, spec)
     model.train()
@@ -117,8 +144,16 @@ def run_loop(model, batch_loss: Callable[[int], tuple[torch.Tensor, int, int]], 
         step += 1
         dt = time.perf_counter() - t
         losses.append(value)
-        on_step(step, {"loss": value, "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
-                       "tokens_per_s": tokens / dt, "peak_memory_mb": peak_memory_mb()})
+        on_step(
+            step,
+            {
+                "loss": value,
+                "lr": sched.get_last_lr()[0],
+                "samples_per_s": samples / dt,
+                "tokens_per_s": tokens / dt,
+                "peak_memory_mb": peak_memory_mb(),
+            },
+        )
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             save_checkpoint(model, opt, sched, step, spec)
     return {"steps": step, "resumed_from": start, "final_loss": float(np.mean(losses[-10:])) if losses else None}
@@ -133,8 +168,10 @@ def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, in
         with autocast(spec.precision, spec.device):
             loss, n, t = batch_loss(m)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
-                                f"(fp16 overflow is known for Qwen models trained in bf16)")
+            raise NonFiniteLoss(
+                f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
+                f"(fp16 overflow is known for Qwen models trained in bf16)"
+            )
         scaler.scale(loss / len(micro)).backward()
         value, samples, tokens = value + loss.item() / len(micro), samples + n, tokens + t
     return value, samples, tokens
@@ -160,11 +197,22 @@ def save_checkpoint(model, opt, sched, step: int, spec: LoopSpec) -> Path:
     tmp = spec.checkpoint_dir / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"signature": spec.signature, "step": step, "trainable": trainable_state(model),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
-               tmp / "state.pt")
+    torch.save(
+        {
+            "signature": spec.signature,
+            "step": step,
+            "trainable": trainable_state(model),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        },
+        tmp / "state.pt",
+    )
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)  # a checkpoint exists whole or not at all
     for old in sorted(spec.checkpoint_dir.glob("step-*"))[: -spec.keep]:
@@ -184,7 +232,9 @@ def resume(model, opt, sched, spec: LoopSpec) -> int:
         return 0
     state = torch.load(path / "state.pt", weights_only=False)
     if state["signature"] != spec.signature:
-        log.info("checkpoints in %s belong to another run (params or data changed): starting fresh", spec.checkpoint_dir)
+        log.info(
+            "checkpoints in %s belong to another run (params or data changed): starting fresh", spec.checkpoint_dir
+        )
         shutil.rmtree(spec.checkpoint_dir)
         return 0
     named = dict(model.named_parameters())

@@ -3,14 +3,15 @@
 The tracking URI comes from MLflow's own setting (MLFLOW_TRACKING_URI, set by the entry points to
 a SQLite file in the project); nothing secret is ever logged (the config holds no key).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import faults
 from ..config import Config
@@ -57,8 +58,9 @@ def close_orphaned_runs() -> list[str]:
     from ..ui import alive
 
     client, closed = MlflowClient(), []
-    for run in mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="attributes.status = 'RUNNING'",
-                                  output_format="list"):
+    for run in mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string="attributes.status = 'RUNNING'", output_format="list"
+    ):
         tags = run.data.tags
         if tags.get("kocap.host") == socket.gethostname() and "kocap.pid" in tags and not alive(int(tags["kocap.pid"])):
             client.set_terminated(run.info.run_id, status="KILLED")
@@ -88,8 +90,17 @@ def loss_plot(losses: list[float], path: Path, title: str) -> Path:
     return path
 
 
-def train_tracked(cfg: Config, stage: str, root: Path, model, batch_loss, spec, plot: Path,
-                  save: Callable[[], None], track: bool = True) -> dict:
+def train_tracked(
+    cfg: Config,
+    stage: str,
+    root: Path,
+    model,
+    batch_loss,
+    spec,
+    plot: Path,
+    save: Callable[[], None],
+    track: bool = True,
+) -> dict:
     """run_loop inside an MLflow run: per-step metrics, then `save()`, then the loss curve. With
     `track=False` (the GPU check on a bare machine) the same loop runs without MLflow."""
     from .loop import run_loop
@@ -113,5 +124,8 @@ def train_tracked(cfg: Config, stage: str, root: Path, model, batch_loss, spec, 
         save()
         if history:
             mlflow.log_artifact(str(loss_plot(history, plot, f"{stage} loss")))
-    return {**result, "median_samples_per_s": statistics.median(rates) if rates else None,
-            "mlflow_run_id": run.info.run_id}
+    return {
+        **result,
+        "median_samples_per_s": statistics.median(rates) if rates else None,
+        "mlflow_run_id": run.info.run_id,
+    }

@@ -1,4 +1,5 @@
 """The real AI-Hub client against the loopback emulator, through every failure in aihub.md."""
+
 from __future__ import annotations
 
 import zipfile
@@ -120,11 +121,14 @@ def test_leftovers_of_a_crashed_run_never_reach_the_data_folder(emu, client, tmp
     assert leftovers == []  # no parts, no half-merged zip, no staging
 
 
-@pytest.mark.parametrize("fault, error", [
-    ("not_approved", errors.NotApprovedError),
-    ("expired", errors.ApprovalExpiredError),
-    ("overseas", errors.OverseasError),
-])
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("not_approved", errors.NotApprovedError),
+        ("expired", errors.ApprovalExpiredError),
+        ("overseas", errors.OverseasError),
+    ],
+)
 def test_server_refusals_map_to_clear_errors(emu, client, tmp_path, fault, error):
     if fault == "overseas":
         emu.faults.overseas = True

@@ -1,6 +1,7 @@
 """Kills at the worst moments, caused on purpose (failpoints, `kocap.faults`), and what a rerun must
 leave: one registry version per registration, complete, with its lineage; no orphaned MLflow runs or
 temporary Prefect servers; a gate that compares on the same clips and does not move with the seed."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,18 @@ def project(tmp_path_factory):
 
 
 def _kocap(project: Path, *args: str, fault: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-           "KOCAP_FAULT": fault or ""}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "KOCAP_FAULT": fault or "",
+    }
     env.pop("PREFECT_API_URL", None)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         # files, not pipes: a killed run's orphaned server would hold a pipe open, and a read would never end
-        code = subprocess.run([sys.executable, "-m", "kocap.cli", *args], cwd=project, env=env, stdout=out, stderr=err,
-                              timeout=1500).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "kocap.cli", *args], cwd=project, env=env, stdout=out, stderr=err, timeout=1500
+        ).returncode
         out.seek(0)
         err.seek(0)
         proc = subprocess.CompletedProcess(args, code, out.read(), err.read())
@@ -80,7 +86,11 @@ def test_a_kill_right_after_the_version_is_created_is_completed_not_duplicated(p
     (version,) = _versions(project)  # the same version, now complete
     tags = version.tags
     assert tags["kocap.state"] == "complete" and tags["kocap.decision"] in ("champion", "challenger")
-    assert tags["run_id"] and tags["base.md5"] and str(_client(project).get_model_version_by_alias("kocap", "challenger").version) == "1"
+    assert (
+        tags["run_id"]
+        and tags["base.md5"]
+        and str(_client(project).get_model_version_by_alias("kocap", "challenger").version) == "1"
+    )
     assert "git checkout" in _kocap(project, "lineage", "models:/kocap/1").stdout
     assert _servers(project) == [], "the orphaned temporary server was reaped (and this run's own stopped)"
 
@@ -130,7 +140,9 @@ def test_objects_missing_from_the_remote_are_pushed_again(project, tmp_path):
         (clone / name).write_bytes((project / name).read_bytes())
     dvc(clone, "remote", "modify", "--local", "local", "url", str(project / ".dvc-remote"))
     dvc(clone, "pull", "models/finetune", "reports/predictions.parquet")
-    assert (clone / "reports/predictions.parquet").read_bytes() == (project / "reports/predictions.parquet").read_bytes()
+    assert (clone / "reports/predictions.parquet").read_bytes() == (
+        project / "reports/predictions.parquet"
+    ).read_bytes()
 
 
 def test_new_data_changes_the_validation_set_and_the_gate_rescores_the_champion_there(project):
@@ -164,7 +176,7 @@ def test_a_pasted_key_with_a_line_break_is_refused_and_stored_nowhere(tmp_path, 
     project = make_project(tmp_path / "p", ["data.source=aihub"])
     with Emulator(sample_server_root, {"MARKER"}, part_size=4096) as emu:
         env = {"AIHUB_APIKEY": "MARKER\nX", "AIHUB_BASE_URL": emu.url}
-        flow = sh_fail(project, env, "run")              # refused before Prefect starts
+        flow = sh_fail(project, env, "run")  # refused before Prefect starts
         stage = sh_fail(project, env, "stage", "ingest")  # the stage itself (dvc repro's path)
     for proc in (flow, stage):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and "on one line" in proc.stderr
@@ -175,8 +187,13 @@ def test_a_pasted_key_with_a_line_break_is_refused_and_stored_nowhere(tmp_path, 
 
 
 def sh_fail(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-            **env}
+    full = {
+        **os.environ,
+        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        **env,
+    }
     full.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "kocap.cli", *args], cwd=project, env=full, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "kocap.cli", *args], cwd=project, env=full, capture_output=True, text=True, timeout=600
+    )

@@ -1,5 +1,6 @@
 """The ingest stage end to end against the loopback emulator: manifest, rejects, incremental runs,
 hostile archives, 71495 spans, and the key never leaving the process."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kocap import paths
 from kocap.aihub.emulator import Emulator
 from kocap.aihub.errors import IncompleteDownloadError, NotApprovedError
 from kocap.config import SampleParams, load_config
 from kocap.data import ingest
+from kocap.env import RunEnv
 from kocap.sample.build import TOP, VERSION, build_aihub_sample
-from kocap.stages import RunEnv
 
 from ..conftest import SMALL
 
@@ -54,21 +56,26 @@ def test_ingest_builds_the_manifest_and_quarantines_bad_labels(tmp_path, server)
     with zipfile.ZipFile(video) as zf:
         mp4 = zf.read(zf.infolist()[0])
     good = {"annotation": {"description_kr": "새로 추가된 영상의 설명입니다. 맑은 날의 해변입니다."}}
-    _add_zip(server, "Training", "01.원천데이터", "TS_99.추가.zip",
-             {f"extra_{i}.mp4": mp4 for i in range(5)})
-    _add_zip(server, "Training", "02.라벨링데이터", "TL_99.추가.zip", {
-        "extra_0.json": json.dumps(good, ensure_ascii=False).encode("cp949"),
-        "extra_1.json": b'{"annotation": {"description_kr": "cut',
-        "extra_2.json": json.dumps({"annotation": {"summary": "x"}}).encode(),
-        "extra_3.json": b"\xff\xfe\x00garbage\x81",
-        "no_video.json": json.dumps(good, ensure_ascii=False).encode("utf-8-sig"),
-    })
+    _add_zip(server, "Training", "01.원천데이터", "TS_99.추가.zip", {f"extra_{i}.mp4": mp4 for i in range(5)})
+    _add_zip(
+        server,
+        "Training",
+        "02.라벨링데이터",
+        "TL_99.추가.zip",
+        {
+            "extra_0.json": json.dumps(good, ensure_ascii=False).encode("cp949"),
+            "extra_1.json": b'{"annotation": {"description_kr": "cut',
+            "extra_2.json": json.dumps({"annotation": {"summary": "x"}}).encode(),
+            "extra_3.json": b"\xff\xfe\x00garbage\x81",
+            "no_video.json": json.dumps(good, ensure_ascii=False).encode("utf-8-sig"),
+        },
+    )
     project = tmp_path / "project"
     with Emulator(server, {KEY}, part_size=2048) as emu:
         report = ingest.run(_cfg(), project, _env(emu))
-    manifest = pd.read_parquet(project / ingest.MANIFEST)
-    rejects = pd.read_parquet(project / ingest.REJECTS).set_index("sample_id")["reason"].to_dict()
-    assert list(manifest.columns) == ingest.MANIFEST_COLUMNS
+    manifest = pd.read_parquet(project / paths.MANIFEST)
+    rejects = pd.read_parquet(project / paths.INGEST_REJECTS).set_index("sample_id")["reason"].to_dict()
+    assert list(manifest.columns) == paths.MANIFEST_COLUMNS
     assert len(manifest) == SMALL["num_clips"] + 1 and manifest["sample_id"].is_unique
     assert set(manifest["split"]) == {"train", "val"}
     assert manifest.set_index("sample_id").loc["extra_0", "caption_ko"].startswith("새로 추가된")
@@ -76,8 +83,8 @@ def test_ingest_builds_the_manifest_and_quarantines_bad_labels(tmp_path, server)
     assert rejects["extra_3"].startswith(("encoding", "bad json")) and rejects["no_video"].startswith("video missing")
     assert all((project / p).is_file() for p in manifest["video_path"])
     assert manifest["source_md5"].str.fullmatch(r"[0-9a-f]{32}").all()
-    assert report.rejected == 4 and report.samples == manifest["split"].value_counts().to_dict()
-    assert (project / ingest.REJECTS).exists() and (project / ingest.IMAGES).exists()
+    assert report["rejected"] == 4 and report["samples"] == manifest["split"].value_counts().to_dict()
+    assert (project / paths.INGEST_REJECTS).exists() and (project / paths.IMAGE_MANIFEST).exists()
 
 
 def test_rerun_downloads_only_new_files_and_touches_nothing_landed(tmp_path):
@@ -86,16 +93,16 @@ def test_rerun_downloads_only_new_files_and_touches_nothing_landed(tmp_path):
     with Emulator(server, {KEY}, part_size=2048) as emu:
         ingest.run(_cfg(), project, _env(emu))
         first = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (project / "data/raw").rglob("*.mp4")}
-        n_first = len(pd.read_parquet(project / ingest.MANIFEST))
+        n_first = len(pd.read_parquet(project / paths.MANIFEST))
         ingest.run(_cfg(), project, _env(emu))  # nothing new upstream
         assert len(emu.downloads) == 1
         build_aihub_sample(server, SampleParams(**{**SMALL, "num_clips": 24}))  # AI-Hub adds data
         report = ingest.run(_cfg(), project, _env(emu))
     new_zips = [f for f in emu.files("71849") if f.filekey in emu.downloads[1]]
     assert new_zips and all("_02." in f.name or "_03." in f.name for f in new_zips)
-    assert sorted(report.downloaded) == sorted(emu.downloads[1])
+    assert sorted(report["downloaded"]) == sorted(emu.downloads[1])
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first} == first
-    assert len(pd.read_parquet(project / ingest.MANIFEST)) == 24 > n_first
+    assert len(pd.read_parquet(project / paths.MANIFEST)) == 24 > n_first
     snapshot = json.loads(next((project / "data/raw").glob("aihub-71849/tree_snapshot.json")).read_text())
     assert len(snapshot["files"]) == len(emu.files("71849"))
 
@@ -109,10 +116,10 @@ def test_a_hostile_archive_is_quarantined_and_the_rest_lands(tmp_path, server):
         with pytest.raises(IncompleteDownloadError, match="outside the target folder"):
             ingest.run(_cfg("data.aihub.max_failed_frac=0"), tmp_path / "strict", _env(emu))  # above the gate: stop
         _, pending = ingest.pending(_cfg(), project, _env(emu))
-    assert list(report.failed) == [evil] and "outside the target folder" in report.failed[evil]
+    assert list(report["failed"]) == [evil] and "outside the target folder" in report["failed"][evil]
     assert not list(tmp_path.rglob("escaped.mp4"))
-    assert len(pd.read_parquet(project / ingest.MANIFEST)) == SMALL["num_clips"]
-    rejects = pd.read_parquet(project / ingest.REJECTS)
+    assert len(pd.read_parquet(project / paths.MANIFEST)) == SMALL["num_clips"]
+    rejects = pd.read_parquet(project / paths.INGEST_REJECTS)
     row = rejects[rejects["sample_id"] == f"filekey-{evil}"].iloc[0]
     assert "TS_66.evil.zip" in row["label_path"] and "outside the target folder" in row["reason"]
     snapshot = json.loads((project / "data/raw/aihub-71849/tree_snapshot.json").read_text())
@@ -126,10 +133,14 @@ def test_71495_spans_become_samples_and_bad_spans_are_rejected(tmp_path, sample_
     with zipfile.ZipFile(video) as zf:
         mp4 = zf.read(zf.infolist()[0])
     base = server / "71495" / "204.비디오 장면 설명문 생성 데이터" / "01.데이터"
-    label = {"duration": 60, "sentences": [
-        {"timestamps": ["00:01.00000", "00:09.50000"], "sentences_ko": "남자가 길을 걷는다."},
-        {"timestamps": ["00:30.00000", "00:20.00000"], "sentences_ko": "거꾸로"},
-        {"timestamps": ["0:40.00000", "0:55.00000"], "sentences_ko": "자동차가 지나간다."}]}
+    label = {
+        "duration": 60,
+        "sentences": [
+            {"timestamps": ["00:01.00000", "00:09.50000"], "sentences_ko": "남자가 길을 걷는다."},
+            {"timestamps": ["00:30.00000", "00:20.00000"], "sentences_ko": "거꾸로"},
+            {"timestamps": ["0:40.00000", "0:55.00000"], "sentences_ko": "자동차가 지나간다."},
+        ],
+    }
     for split, prefix in (("1.Training", "T"), ("2.Validation", "V")):
         (base / split).mkdir(parents=True)
         with zipfile.ZipFile(base / split / f"{prefix}S.zip", "w") as zf:
@@ -139,11 +150,11 @@ def test_71495_spans_become_samples_and_bad_spans_are_rejected(tmp_path, sample_
     project = tmp_path / "project"
     with Emulator(server, {KEY}, part_size=2048) as emu:
         ingest.run(_cfg("data.aihub.dataset_key=71495"), project, _env(emu))
-    m = pd.read_parquet(project / ingest.MANIFEST).set_index("sample_id")
+    m = pd.read_parquet(project / paths.MANIFEST).set_index("sample_id")
     assert sorted(m.index) == ["T_clip_000", "T_clip_002", "V_clip_000", "V_clip_002"]
     assert (m.loc["T_clip_002", "start_s"], m.loc["T_clip_002", "end_s"]) == (40.0, 55.0)
     assert m.loc["V_clip_000", "split"] == "val" and m.loc["V_clip_000", "clip_id"] == "V_clip"
-    rejects = pd.read_parquet(project / ingest.REJECTS)
+    rejects = pd.read_parquet(project / paths.INGEST_REJECTS)
     assert len(rejects) == 2 and rejects["reason"].str.contains("inverted").all()
 
 
@@ -156,9 +167,13 @@ def test_the_key_never_appears_in_logs_errors_or_files(tmp_path, server, caplog,
         emu.faults.not_approved.add("71849")
         with pytest.raises(NotApprovedError) as refused:
             ingest.run(_cfg("data.aihub.filekeys=" + emu.files("71849")[0].filekey), tmp_path / "p2", _env(emu))
-        cli = subprocess.run([sys.executable, "-m", "kocap.cli", "aihub", "download", "71849", "--out",
-                              str(tmp_path / "cli")], env={"AIHUB_APIKEY": KEY, "AIHUB_BASE_URL": emu.url,
-                              "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [sys.executable, "-m", "kocap.cli", "aihub", "download", "71849", "--out", str(tmp_path / "cli")],
+            env={"AIHUB_APIKEY": KEY, "AIHUB_BASE_URL": emu.url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     out, err = capfd.readouterr()
     texts = [caplog.text, out, err, str(refused.value), repr(refused.value), cli.stdout, cli.stderr]
     assert cli.returncode == 2 and "not approved" in cli.stderr
@@ -174,10 +189,18 @@ def test_the_download_command_extracts_every_good_archive_and_names_the_refused_
     with Emulator(server, {KEY}, part_size=2048) as emu:
         zips = [f for f in emu.files("71849") if f.path.endswith(".zip")]
         evil = next(f.filekey for f in zips if "evil" in f.path)
-        cli = subprocess.run([sys.executable, "-m", "kocap.cli", "aihub", "download", "71849", "--out", str(out)],
-                             env={"AIHUB_APIKEY": KEY, "AIHUB_BASE_URL": emu.url, "PATH": "/usr/bin:/bin",
-                                  "PREFECT_HOME": str(tmp_path / ".prefect")}, capture_output=True, text=True,
-                             timeout=300)
+        cli = subprocess.run(
+            [sys.executable, "-m", "kocap.cli", "aihub", "download", "71849", "--out", str(out)],
+            env={
+                "AIHUB_APIKEY": KEY,
+                "AIHUB_BASE_URL": emu.url,
+                "PATH": "/usr/bin:/bin",
+                "PREFECT_HOME": str(tmp_path / ".prefect"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert cli.returncode == 2 and evil in cli.stderr and "outside the target folder" in cli.stderr
     assert "Traceback" not in cli.stderr
     extracted = [p for p in out.rglob("*") if p.is_dir() and p.name.endswith(tuple(z.name[:-4] for z in zips))]
@@ -199,7 +222,9 @@ def _split_zip(server: Path, name: str, members: dict[str, bytes], tmp: Path) ->
     return volumes
 
 
-@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP `zip` to make a split archive (apt-get install zip)")
+@pytest.mark.skipif(
+    shutil.which("zip") is None, reason="needs Info-ZIP `zip` to make a split archive (apt-get install zip)"
+)
 def test_a_multi_volume_zip_lands_whole_and_a_missing_volume_is_named(tmp_path, server):
     import os
 
@@ -209,7 +234,7 @@ def test_a_multi_volume_zip_lands_whole_and_a_missing_volume_is_named(tmp_path, 
     with Emulator(server, {KEY}, part_size=2048) as emu:
         keys = {f.name: f.filekey for f in emu.files("71849") if f.name.startswith("TS_77.")}
         report = ingest.run(_cfg(), tmp_path / "project", _env(emu))
-    assert len(keys) == len(volumes) and not report.failed  # each volume its own filekey
+    assert len(keys) == len(volumes) and not report["failed"]  # each volume its own filekey
     extracted = tmp_path / "project/data/raw/aihub-71849/extracted"
     for member, data in members.items():
         (found,) = list(extracted.rglob(Path(member).name))
@@ -218,5 +243,5 @@ def test_a_multi_volume_zip_lands_whole_and_a_missing_volume_is_named(tmp_path, 
     (server / "71849" / TOP / VERSION / "Training" / "01.원천데이터" / "TS_77.z02").unlink()
     with Emulator(server, {KEY}, part_size=2048) as emu:
         report = ingest.run(_cfg(), tmp_path / "second", _env(emu))
-    (why,) = report.failed.values()
-    assert "missing volume(s) TS_77.z02" in why and list(report.failed) == [keys["TS_77.zip"]]
+    (why,) = report["failed"].values()
+    assert "missing volume(s) TS_77.z02" in why and list(report["failed"]) == [keys["TS_77.zip"]]

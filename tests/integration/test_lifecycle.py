@@ -1,5 +1,6 @@
 """`dvc repro` and the Prefect lifecycle flow agree: one decides, the other sees it (real Prefect
 temporary server, real DVC repo and local remote, in a scratch copy of the project)."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ _sh, _dvc = sh, dvc
 
 def _kocap(cwd, *args):
     proc = _sh([sys.executable, "-m", "kocap.cli", "run", *args], cwd)
-    summary = json.loads(proc.stdout[proc.stdout.index("{"): proc.stdout.rindex("}") + 1])
+    summary = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
     return summary, proc.stdout + proc.stderr
 
 
@@ -36,8 +37,10 @@ def project(tmp_path_factory):
 def test_flow_then_dvc_agree(project):
     summary, logs = _kocap(project)
     assert "shard(s) on DaskTaskRunner" in logs and "evaluate-shard" in logs and "frames-shard" in logs
-    assert all(summary[s]["ran"] is True for s in ("ingest", "validate", "frames", "assemble", "align", "finetune",
-                                                   "evaluate", "register"))
+    assert all(
+        summary[s]["ran"] is True
+        for s in ("ingest", "validate", "frames", "assemble", "align", "finetune", "evaluate", "register")
+    )
     assert summary["pushed_files"] > 0
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     assert "didn't change" in _dvc(project, "repro").stdout
@@ -73,13 +76,29 @@ def test_the_registered_model_carries_its_lineage_and_captions(project):
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"manifest", "validated", "frames"}
     assert client.get_model_version_by_alias("kocap", "challenger").version == version.version
     if tags["kocap.decision"] != "champion":  # the quick model may fail the gate: the manual override is logged
-        _sh([sys.executable, "-m", "kocap.cli", "promote", str(version.version), "--force", "--reason", "test"], project)
+        _sh(
+            [sys.executable, "-m", "kocap.cli", "promote", str(version.version), "--force", "--reason", "test"], project
+        )
         assert client.get_model_version("kocap", version.version).tags["kocap.manual_override"] == "true"
     lineage = _sh([sys.executable, "-m", "kocap.cli", "lineage", "models:/kocap@champion"], project).stdout
     assert f"git checkout {tags['git.commit']}" in lineage and "dvc pull" in lineage
     clip = next((project / "data/raw").rglob("*.mp4"))
-    out = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), str(project / "missing.mp4"),
-               str(project / "params.yaml")], project).stdout.strip().splitlines()
+    out = (
+        _sh(
+            [
+                sys.executable,
+                "-m",
+                "kocap.cli",
+                "caption",
+                str(clip),
+                str(project / "missing.mp4"),
+                str(project / "params.yaml"),
+            ],
+            project,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert len(out) == 3 and "ERROR" not in out[0] and any("\uac00" <= ch <= "\ud7a3" for ch in out[0])
     assert "cannot read it" in out[1] and "not a readable video" in out[2]
 
@@ -105,12 +124,31 @@ def test_the_served_model_is_a_narrow_surface(project):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
     env.pop("KOCAP_SERVE_ROOT", None)
-    server = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/kocap@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=project, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(bin_dir / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/kocap@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def ask(columns, rows):
         body = json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
@@ -127,8 +165,10 @@ def test_the_served_model_is_a_narrow_surface(project):
                 time.sleep(1)
         clip = next((project / "data/raw").rglob("*.mp4"))
         b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
-        answer = ask(["video_b64"], [[b64(clip.read_bytes())], ["not base64 at all!"], [b64(b"just text")],
-                                     [b64(_long_clip(7200))]])
+        answer = ask(
+            ["video_b64"],
+            [[b64(clip.read_bytes())], ["not base64 at all!"], [b64(b"just text")], [b64(_long_clip(7200))]],
+        )
         assert answer[0]["caption"] and answer[0]["error"] == ""
         assert "not valid base64" in answer[1]["error"] and "not a readable video" in answer[2]["error"]
         assert "duration 7200.0 s outside" in answer[3]["error"]  # validate.max_duration_s, as in training
@@ -158,7 +198,7 @@ def test_dvc_repro_then_flow_finds_everything_up_to_date(project):
     write_overrides(project / "params.yaml", ["data.sample.num_clips=32"])
     assert "Running stage 'ingest'" in _dvc(project, "repro").stdout
     summary, _ = _kocap(project)
-    assert summary["ingest"]["ran"] is False          # DVC says up to date: skipped without running
+    assert summary["ingest"]["ran"] is False  # DVC says up to date: skipped without running
     summary, logs = _kocap(project)
     assert "Cached" in logs and summary["ingest"]["ran"] is False
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
@@ -180,23 +220,41 @@ def test_a_second_run_in_the_same_workspace_stops_with_a_clear_message(project):
     params_before = (project / "params.yaml").read_text(encoding="utf-8")
     with exclusive(project):  # a run in progress
         env = {**os.environ, "PREFECT_HOME": str(project / ".prefect")}
-        proc = subprocess.run([sys.executable, "-m", "kocap.cli", "run", "stage2.epochs=2"], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kocap.cli", "run", "stage2.epochs=2"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 2 and "another kocap run holds" in proc.stderr and "--wait" in proc.stderr
     assert (project / "params.yaml").read_text(encoding="utf-8") == params_before  # the override was not written
     assert (project / "dvc.lock").read_text(encoding="utf-8") == lock_before
 
 
 def test_two_runs_started_at_once_queue_and_leave_consistent_outputs(project):
-    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
     env.pop("PREFECT_API_URL", None)
-    runs = [subprocess.Popen([sys.executable, "-m", "kocap.cli", "run", "--wait", "900", f"eval.seed={seed}"],
-                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for seed in (11, 12)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kocap.cli", "run", "--wait", "900", f"eval.seed={seed}"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (11, 12)
+    ]
     outs = [r.communicate(timeout=1200) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     for out, _ in outs:  # each ran its own evaluation, one after the other
-        assert json.loads(out[out.index("{"): out.rindex("}") + 1])["evaluate"]["ran"] is True
+        assert json.loads(out[out.index("{") : out.rindex("}") + 1])["evaluate"]["ran"] is True
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}  # outputs match the params that won last
 
 
@@ -211,7 +269,7 @@ def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
 
-    from kocap.stages import RunEnv
+    from kocap.env import RunEnv
 
     with prefect_test_harness(server_startup_timeout=120):
         Secret(value="block-key-551").save("aihub-apikey", overwrite=True)

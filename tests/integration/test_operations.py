@@ -2,6 +2,7 @@
 `kocap deploy`, process workers, the watch-aihub deployment against the loopback AI-Hub emulator, the
 event trigger that retrains, and stage 2 on a second work pool in its own working folder that shares
 nothing with the lifecycle but a DVC remote and MLflow, surviving a killed worker."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,9 @@ def _free_port() -> int:
 
 
 def _api(url: str, body: dict | None = None):
-    req = urllib.request.Request(url, json.dumps(body).encode() if body is not None else None,
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, json.dumps(body).encode() if body is not None else None, {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -59,8 +61,12 @@ class Servers:
         """Wait for model version n and a finished lifecycle run for it (tags are set before it ends)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            bad = [r for f in ("lifecycle", "watch-aihub") for r in self.flow_runs(f)
-                   if r["state_type"] in ("FAILED", "CRASHED")]
+            bad = [
+                r
+                for f in ("lifecycle", "watch-aihub")
+                for r in self.flow_runs(f)
+                if r["state_type"] in ("FAILED", "CRASHED")
+            ]
             assert not bad, f"flow run ended {bad[0]['state_type']}: {bad[0]['state']['message']}"
             done = [r for r in self.flow_runs("lifecycle") if r["state_type"] == "COMPLETED"]
             if len(self.versions()) >= n and len(done) >= n:
@@ -78,25 +84,60 @@ def ops(tmp_path_factory):
     remote = tmp / "shared-dvc-remote"
     dvc(project, "remote", "modify", "--local", "local", "url", str(remote))
     ports = _free_port(), _free_port()
-    sh([sys.executable, "-m", "kocap.cli", "ui", "start", "--prefect-port", str(ports[0]), "--mlflow-port",
-        str(ports[1])], project, timeout=300)
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "kocap.cli",
+            "ui",
+            "start",
+            "--prefect-port",
+            str(ports[0]),
+            "--mlflow-port",
+            str(ports[1]),
+        ],
+        project,
+        timeout=300,
+    )
     servers = Servers(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}")
     with contextlib.ExitStack() as stack, Emulator(served, {KEY}, part_size=4096) as emu:
-        env = {"PREFECT_API_URL": servers.prefect + "/api", "MLFLOW_TRACKING_URI": servers.mlflow,
-               "AIHUB_APIKEY": KEY, "AIHUB_BASE_URL": emu.url, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        env = {
+            "PREFECT_API_URL": servers.prefect + "/api",
+            "MLFLOW_TRACKING_URI": servers.mlflow,
+            "AIHUB_APIKEY": KEY,
+            "AIHUB_BASE_URL": emu.url,
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+        }
         workers: list[subprocess.Popen] = []
         stack.callback(lambda: [_stop(w) for w in workers])
-        yield {"project": project, "served": served, "remote": remote, "servers": servers, "env": env, "tmp": tmp,
-               "workers": workers}
+        yield {
+            "project": project,
+            "served": served,
+            "remote": remote,
+            "servers": servers,
+            "env": env,
+            "tmp": tmp,
+            "workers": workers,
+        }
     sh([sys.executable, "-m", "kocap.cli", "ui", "stop"], project)  # idempotent after the last test's stop
 
 
 def _worker(ops, pool: str, folder: Path, env: dict) -> subprocess.Popen:
     log = (ops["tmp"] / f"worker-{pool}.log").open("ab")
-    full = {**os.environ, "PREFECT_HOME": str(folder / ".prefect"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            **env}
-    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool], cwd=folder, env=full,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    full = {
+        **os.environ,
+        "PREFECT_HOME": str(folder / ".prefect"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool],
+        cwd=folder,
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     ops["workers"].append(proc)
     return proc
 
@@ -112,8 +153,11 @@ def test_new_aihub_data_triggers_a_retrain_and_a_new_model_version(ops):
     project, servers, env = ops["project"], ops["servers"], ops["env"]
     deployed = sh([sys.executable, "-m", "kocap.cli", "deploy"], project, env=env).stdout
     assert "lifecycle/kocap" in deployed and "watch-aihub/kocap" in deployed and "finetune/local" in deployed
-    (watch,) = [d for d in _api(f"{servers.prefect}/api/deployments/filter", {}) if d["name"] == "kocap"
-                and d["entrypoint"].startswith("flows/watch.py")]
+    (watch,) = [
+        d
+        for d in _api(f"{servers.prefect}/api/deployments/filter", {})
+        if d["name"] == "kocap" and d["entrypoint"].startswith("flows/watch.py")
+    ]
     assert watch["schedules"][0]["schedule"]["cron"] == "0 3 * * *"  # ops.watch_cron
     _worker(ops, "local", project, env)
 
@@ -156,9 +200,21 @@ def test_stage_2_runs_on_a_second_pool_and_survives_a_killed_worker(ops):
     killed = threading.Event()
     threading.Thread(target=_kill_after_first_checkpoint, args=(worker, gpu, killed), daemon=True).start()
 
-    proc = sh([sys.executable, "-m", "kocap.cli", "run", "ops.finetune_pool=gpu", "stage2.epochs=4",
-               "stage2.checkpoint_every=2"], project, env=env, timeout=1200)
-    summary = json.loads(proc.stdout[proc.stdout.index("{"): proc.stdout.rindex("}") + 1])
+    proc = sh(
+        [
+            sys.executable,
+            "-m",
+            "kocap.cli",
+            "run",
+            "ops.finetune_pool=gpu",
+            "stage2.epochs=4",
+            "stage2.checkpoint_every=2",
+        ],
+        project,
+        env=env,
+        timeout=1200,
+    )
+    summary = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
     assert killed.is_set() and summary["finetune"]["ran"] is True
     states = [r["state_type"] for r in servers.flow_runs("finetune")]
     assert states[0] == "CRASHED" and states[-1] == "COMPLETED"
@@ -216,9 +272,17 @@ def test_the_prefect_ui_answers_only_its_own_origin_and_host(ops):
 def test_ui_stop_stops_both_servers(ops):
     project, servers = ops["project"], ops["servers"]
     assert "prefect" in sh([sys.executable, "-m", "kocap.cli", "ui", "status"], project).stdout
-    seen = sh([sys.executable, "-c", "import os, pathlib; from kocap.cli import setup_environment; "
-               "setup_environment(pathlib.Path.cwd()); print(os.environ['PREFECT_API_URL'], "
-               "os.environ['MLFLOW_TRACKING_URI'])"], project, env={"MLFLOW_TRACKING_URI": None}).stdout.split()
+    seen = sh(
+        [
+            sys.executable,
+            "-c",
+            "import os, pathlib; from kocap.env import setup_environment; "
+            "setup_environment(pathlib.Path.cwd()); print(os.environ['PREFECT_API_URL'], "
+            "os.environ['MLFLOW_TRACKING_URI'])",
+        ],
+        project,
+        env={"MLFLOW_TRACKING_URI": None},
+    ).stdout.split()
     assert seen == [servers.prefect + "/api", servers.mlflow]  # `make demo` reports to the running UIs
     for w in ops["workers"]:
         _stop(w)

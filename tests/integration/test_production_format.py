@@ -2,6 +2,7 @@
 vocabulary, the streamed assembly, and stage-2 steps and generation under bf16 autocast, so dtype
 and format bugs fail here instead of on a user's GPU. The micro pair is built from config
 (`kocap.model.micro`); nothing is downloaded."""
+
 from __future__ import annotations
 
 import json
@@ -12,20 +13,22 @@ import numpy as np
 import pytest
 import torch
 
-from kocap.evaluate.captioner import generation_budget
+from kocap.data.rows import split_rows as finetune_rows
 from kocap.model import runtime
 from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
+from kocap.model.captioner import generation_budget
 from kocap.model.micro import build_micro
 from kocap.model.text import encode, load_tokenizer
-from kocap.train.finetune import training_rows as finetune_rows
+from kocap.model.video_lm import generate, loss, pooled_features
 from kocap.train.loop import LoopSpec, run_loop
-from kocap.train.video_lm import generate, loss, pooled_features
 
 from .projects import make_project, sh
 
 PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."
-CAPTIONS = ["맑은 하늘 아래 빨간 자동차 세 대가 도로 왼쪽에서 오른쪽으로 천천히 움직인다. 카메라는 고정되어 있다.",
-            "해질녘 공원에 파란 공 두 개가 놓여 있고, 바람에 나뭇잎이 흔들린다."]
+CAPTIONS = [
+    "맑은 하늘 아래 빨간 자동차 세 대가 도로 왼쪽에서 오른쪽으로 천천히 움직인다. 카메라는 고정되어 있다.",
+    "해질녘 공원에 파란 공 두 개가 놓여 있고, 바람에 나뭇잎이 흔들린다.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,12 @@ def test_the_micro_llm_speaks_qwen3s_real_tokenizer(micro):
     for text in CAPTIONS + ["Hello, world!  It's 2026\n\n ok", "<|im_start|>user\n안녕<|im_end|>\n"]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert ids == reference.encode(text) and tok.decode(ids) == text
-    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "</think>"]) == \
-        [151643, 151644, 151645, 151668]
+    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "</think>"]) == [
+        151643,
+        151644,
+        151645,
+        151668,
+    ]
     assert tok.convert_tokens_to_ids(["<video>", "<image>"]) == [151669, 151670]  # inside the 151,936 rows
     chars_per_token = sum(map(len, CAPTIONS)) / sum(len(tok(c)["input_ids"]) for c in CAPTIONS)
     assert 1.1 < chars_per_token < 1.8, chars_per_token  # ~1.37 on AI-Hub captions
@@ -90,8 +97,16 @@ def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, 
     with runtime.autocast("bf16", "cpu"):
         feats = pooled_features(model, frames)
     encoded = _encoded(tok, feats.shape[1])
-    spec = LoopSpec(steps=2, lr=1e-2, checkpoint_every=10, checkpoint_dir=tmp_path / "ckpt", signature="t",
-                    precision="bf16", accum=2, device="cpu")
+    spec = LoopSpec(
+        steps=2,
+        lr=1e-2,
+        checkpoint_every=10,
+        checkpoint_dir=tmp_path / "ckpt",
+        signature="t",
+        precision="bf16",
+        accum=2,
+        device="cpu",
+    )
 
     def batch(m: int):
         value, tokens = loss(model, [encoded[m % 2]], feats[m % 2 : m % 2 + 1], tok.pad_token_id)
@@ -135,8 +150,11 @@ def test_the_micro_preset_runs_the_lifecycle_and_a_fresh_clone_captions_with_it(
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    logged = [p for p in Path(mlflow.artifacts.download_artifacts("models:/kocap/1", dst_path=str(tmp_path / "dl")))
-              .rglob("*") if p.is_file()]
+    logged = [
+        p
+        for p in Path(mlflow.artifacts.download_artifacts("models:/kocap/1", dst_path=str(tmp_path / "dl"))).rglob("*")
+        if p.is_file()
+    ]
     assert any(p.name == "adapter_model.safetensors" for p in logged) and any(p.name == "base_ref.json" for p in logged)
     assert not any(p.name.startswith("model") and p.suffix == ".safetensors" for p in logged), "the base was copied"
 
@@ -171,8 +189,12 @@ def _mlflow(project: Path):
 
 
 def _caption_ok(cwd: Path, clip: Path, env: dict | None = None) -> None:
-    out = sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], cwd,
-             timeout=600, env=env).stdout
+    out = sh(
+        [sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"],
+        cwd,
+        timeout=600,
+        env=env,
+    ).stdout
     assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 0
 
 
@@ -181,11 +203,21 @@ def test_the_gpu_check_runs_in_its_cpu_smoke_mode():
     """benchmarks/gpu_check.py stays runnable: the same steps at small sizes on the CPU."""
     import subprocess
 
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--skip", "qwen3-4b", "assemble"],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--skip", "qwen3-4b", "assemble"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     measured = {(r["part"], r["measure"]) for r in rows}
-    assert {("micro", "finetune s"), ("micro", "caption (served path)"), ("qwen3-8b", "stage-2 samples/s"),
-            ("qwen3-8b", "stage-1 peak GiB"), ("qwen3-8b", "eval tokens/s")} <= measured  # assemble: tested above
+    assert {
+        ("micro", "finetune s"),
+        ("micro", "caption (served path)"),
+        ("qwen3-8b", "stage-2 samples/s"),
+        ("qwen3-8b", "stage-1 peak GiB"),
+        ("qwen3-8b", "eval tokens/s"),
+    } <= measured  # assemble: tested above
     assert not any(r["measure"] == "FAILED" for r in rows)

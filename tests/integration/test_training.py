@@ -1,4 +1,5 @@
 """Training for real on the embedded sample: resume after kill -9, and learning that depends on the video."""
+
 from __future__ import annotations
 
 import os
@@ -15,17 +16,19 @@ import torch
 from peft import PeftModel
 from transformers import LlavaNextVideoForConditionalGeneration
 
+from kocap import paths
 from kocap.config import load_config
 from kocap.data import frames, ingest, validate
-from kocap.evaluate.captioner import generation_budget
+from kocap.data.rows import split_rows
+from kocap.env import RunEnv
 from kocap.evaluate.metrics import clip_scores, most_frequent_caption
 from kocap.model.build import quantization_config
+from kocap.model.captioner import generation_budget
+from kocap.model.features import FeatureStore
 from kocap.model.text import load_tokenizer
+from kocap.model.video_lm import generate
 from kocap.sample.facts import attribute_accuracy
-from kocap.stages import RunEnv
 from kocap.train import align, assemble, finetune
-from kocap.train.features import FeatureStore
-from kocap.train.video_lm import generate
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -50,23 +53,26 @@ def _copy(prepared, tmp_path) -> Path:
 def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
     overrides = ["stage2.epochs=1", "stage2.checkpoint_every=4"]
     killed, clean = _copy(prepared, tmp_path / "a"), _copy(prepared, tmp_path / "b")
-    script = ("import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import finetune;"
-              f"finetune.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))")
+    script = (
+        "import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import finetune;"
+        f"finetune.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script, str(killed)], env=os.environ.copy())
-    checkpoints = killed / finetune.OUT / "checkpoints"
+    checkpoints = killed / paths.FINETUNE / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not list(checkpoints.glob("step-0000008")):
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / finetune.REPORT).exists(), "killed before the end"
+    assert not (killed / paths.FINETUNE_REPORT).exists(), "killed before the end"
     cfg = load_config(REPO / "params.yaml", overrides)
     resumed = finetune.run(cfg, killed)
     unbroken = finetune.run(cfg, clean)
     assert resumed["steps"] == unbroken["steps"] == -(-204 // cfg.stage2.batch_size)
     a = torch.load(sorted(checkpoints.glob("step-*"))[-1] / "state.pt", weights_only=False)["trainable"]
-    b = torch.load(sorted((clean / finetune.OUT / "checkpoints").glob("step-*"))[-1] / "state.pt",
-                   weights_only=False)["trainable"]
+    b = torch.load(
+        sorted((clean / paths.FINETUNE / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=False
+    )["trainable"]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
@@ -88,17 +94,21 @@ def test_the_tiny_model_learns_captions_that_depend_on_the_video(prepared, tmp_p
     align.run(cfg, root)
     report = finetune.run(cfg, root)
     assert report["final_loss"] < 0.5
-    tokenizer = load_tokenizer(str(root / assemble.OUT))
+    tokenizer = load_tokenizer(str(root / paths.BASE))
     base = LlavaNextVideoForConditionalGeneration.from_pretrained(
-        root / assemble.OUT, quantization_config=quantization_config(), device_map={"": "cpu"}, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, root / finetune.OUT / "adapter").eval()
-    val, train = finetune.training_rows(root, "val"), finetune.training_rows(root, "train")
+        root / paths.BASE, quantization_config=quantization_config(), device_map={"": "cpu"}, dtype=torch.float32
+    )
+    model = PeftModel.from_pretrained(base, root / paths.FINETUNE / "adapter").eval()
+    val, train = split_rows(root, "val"), split_rows(root, "train")
     store, budget = FeatureStore(model, root), generation_budget(tokenizer, train["caption_ko"].tolist())
     refs = val["caption_ko"].tolist()
-    captions = {"model": _captions(model, tokenizer, store, val, cfg.model.prompt, budget),
-                "shuffled videos": _captions(model, tokenizer, store, val, cfg.model.prompt, budget,
-                                             np.random.default_rng(0).permutation(len(val))),
-                "most frequent": [most_frequent_caption(train["caption_ko"].tolist())] * len(val)}
+    captions = {
+        "model": _captions(model, tokenizer, store, val, cfg.model.prompt, budget),
+        "shuffled videos": _captions(
+            model, tokenizer, store, val, cfg.model.prompt, budget, np.random.default_rng(0).permutation(len(val))
+        ),
+        "most frequent": [most_frequent_caption(train["caption_ko"].tolist())] * len(val),
+    }
     meteor = {k: clip_scores([[r] for r in refs], v, "meteor")[0] for k, v in captions.items()}
     facts = {k: attribute_accuracy(refs, v)["mean"] for k, v in captions.items()}
     print(f"METEOR on morphemes: {meteor}; attribute accuracy: {facts}")

@@ -5,8 +5,7 @@ import zipfile
 
 import pytest
 
-from kocap.aihub.archive import (extract_zip, member_name, merge_parts, receive_parts, safe_relpath,
-                                 verify_zip)
+from kocap.aihub.archive import extract_zip, member_name, merge_parts, receive_parts, safe_relpath, verify_zip
 from kocap.aihub.errors import TransferError, UnsafeArchiveError
 from kocap.sample.build import Cp949ZipInfo
 
@@ -23,7 +22,7 @@ def _tar(members, fmt=tarfile.GNU_FORMAT) -> io.BytesIO:
 
 
 def _parts(data: bytes, size: int, prefix="top/v/Training/TS_01.zip"):
-    return [(f"{prefix}.part{off}", data[off:off + size]) for off in range(0, len(data), size)]
+    return [(f"{prefix}.part{off}", data[off : off + size]) for off in range(0, len(data), size)]
 
 
 def test_parts_merge_by_integer_offset_not_lexically(tmp_path):
@@ -109,7 +108,10 @@ def test_cp949_member_names_without_the_utf8_flag_are_decoded(tmp_path):
         assert raw.filename != "도시_00001.mp4" and not raw.flag_bits & 0x800  # what zipfile alone gives
         assert member_name(raw.filename, raw.flag_bits) == "도시_00001.mp4"
     out = extract_zip(z, tmp_path / "out", tmp_path / "conflicts")
-    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in out.written) == ["도시_00001.mp4", "폴더/해변 영상.mp4"]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in out.written) == [
+        "도시_00001.mp4",
+        "폴더/해변 영상.mp4",
+    ]
 
 
 def test_utf8_flagged_names_are_kept_as_they_are(tmp_path):
@@ -127,7 +129,7 @@ def test_hostile_zip_members_are_refused_before_anything_is_written(tmp_path, na
 
 def test_zip_symlink_members_are_refused(tmp_path):
     info = zipfile.ZipInfo("link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(tmp_path / "l.zip", "w") as zf:
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(UnsafeArchiveError, match="symbolic link"):
@@ -136,8 +138,11 @@ def test_zip_symlink_members_are_refused(tmp_path):
 
 def test_existing_raw_files_are_never_overwritten(tmp_path):
     extract_zip(_zip(tmp_path / "v1.zip", [("a.mp4", b"old"), ("b.mp4", b"same")]), tmp_path / "raw", tmp_path / "c")
-    out = extract_zip(_zip(tmp_path / "v2.zip", [("a.mp4", b"new"), ("b.mp4", b"same"), ("c.mp4", b"added")]),
-                      tmp_path / "raw", tmp_path / "c")
+    out = extract_zip(
+        _zip(tmp_path / "v2.zip", [("a.mp4", b"new"), ("b.mp4", b"same"), ("c.mp4", b"added")]),
+        tmp_path / "raw",
+        tmp_path / "c",
+    )
     assert (tmp_path / "raw" / "a.mp4").read_bytes() == b"old"
     assert [p.read_bytes() for p in out.conflicts] == [b"new"]
     assert [p.name for p in out.unchanged] == ["b.mp4"] and [p.name for p in out.written] == ["c.mp4"]

@@ -14,17 +14,27 @@ def _write(tmp_path, data, encoding="utf-8-sig", name="x.json"):
 @pytest.mark.parametrize("field", ["description_kr", "description_ko"])
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "cp949"])
 def test_71849_caption_in_either_field_and_encoding(tmp_path, field, encoding):
-    path = _write(tmp_path, {"annotation": {field: " 맑은 날 도시 풍경입니다. "}, "video": {"duration": 12.5}}, encoding)
+    path = _write(
+        tmp_path, {"annotation": {field: " 맑은 날 도시 풍경입니다. "}, "video": {"duration": 12.5}}, encoding
+    )
     (sample,), rejected = parse_71849(read_label(path), "clip1")
-    assert (sample.sample_id, sample.caption_ko, sample.duration_s, rejected) == ("clip1", "맑은 날 도시 풍경입니다.", 12.5, [])
+    assert (sample.sample_id, sample.caption_ko, sample.duration_s, rejected) == (
+        "clip1",
+        "맑은 날 도시 풍경입니다.",
+        12.5,
+        [],
+    )
 
 
-@pytest.mark.parametrize("data, reason", [
-    ('{"annotation": {"description_kr": "x"', "bad json"),
-    ({"annotation": {"description_kr": ""}}, "missing caption"),
-    ({"annotation": {"caption": "영상"}}, "missing caption"),
-    ({"label": "no annotation"}, "missing caption"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ('{"annotation": {"description_kr": "x"', "bad json"),
+        ({"annotation": {"description_kr": ""}}, "missing caption"),
+        ({"annotation": {"caption": "영상"}}, "missing caption"),
+        ({"label": "no annotation"}, "missing caption"),
+    ],
+)
 def test_71849_bad_labels_are_label_errors_with_reasons(tmp_path, data, reason):
     with pytest.raises(LabelError, match=reason):
         parse_71849(read_label(_write(tmp_path, data)), "c")
@@ -49,16 +59,21 @@ def test_bad_timestamps_are_refused(text):
 
 
 def test_71495_one_sample_per_span_and_bad_spans_rejected(tmp_path):
-    data = {"duration": 60, "sentences": [
-        {"timestamps": ["00:00.00000", "00:10.50000"], "sentences_ko": "사람이 걷는다.", "sentences_en": "walks"},
-        {"timestamps": ["00:20.00000", "00:15.00000"], "sentences_ko": "거꾸로 된 구간"},
-        {"timestamps": ["00:50.00000", "01:05.00000"], "sentences_ko": "길이를 넘는 구간"},
-        {"timestamps": ["0:30.00000", "0:40.00000"], "sentences_ko": "차가 지나간다."},
-        {"timestamps": ["00:41.0"], "sentences_ko": "끝이 없는 구간"},
-    ]}
+    data = {
+        "duration": 60,
+        "sentences": [
+            {"timestamps": ["00:00.00000", "00:10.50000"], "sentences_ko": "사람이 걷는다.", "sentences_en": "walks"},
+            {"timestamps": ["00:20.00000", "00:15.00000"], "sentences_ko": "거꾸로 된 구간"},
+            {"timestamps": ["00:50.00000", "01:05.00000"], "sentences_ko": "길이를 넘는 구간"},
+            {"timestamps": ["0:30.00000", "0:40.00000"], "sentences_ko": "차가 지나간다."},
+            {"timestamps": ["00:41.0"], "sentences_ko": "끝이 없는 구간"},
+        ],
+    }
     samples, rejected = parse_71495(read_label(_write(tmp_path, data)), "v1")
     assert [(s.sample_id, s.clip_id, s.start_s, s.end_s) for s in samples] == [
-        ("v1_000", "v1", 0.0, 10.5), ("v1_003", "v1", 30.0, 40.0)]
+        ("v1_000", "v1", 0.0, 10.5),
+        ("v1_003", "v1", 30.0, 40.0),
+    ]
     assert [r.split(":")[0] for r in rejected] == ["span 1", "span 2", "span 4"]
     assert "inverted" in rejected[0] and "past the clip" in rejected[1]
 

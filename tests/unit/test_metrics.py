@@ -1,5 +1,6 @@
 """Korean caption metrics: pycocoevalcap on the same morpheme tokens, diversity, grounding, sentence-level
 scores, attribute accuracy and the placement of a score."""
+
 import shutil
 from dataclasses import replace
 
@@ -7,20 +8,30 @@ import numpy as np
 import pytest
 
 from kocap.config import EvalParams
-from kocap.evaluate.metrics import (PUBLISHED_BASELINE, caption_metrics, clip_scores, diversity, morphemes,
-                                    most_frequent_caption, sentence_scores, sentences)
+from kocap.evaluate.evaluation import score
+from kocap.evaluate.metrics import (
+    PUBLISHED_BASELINE,
+    caption_metrics,
+    clip_scores,
+    diversity,
+    morphemes,
+    most_frequent_caption,
+    sentence_scores,
+    sentences,
+)
 from kocap.evaluate.placement import placement
-from kocap.evaluate.stage import score
 from kocap.sample.captions import describe
 from kocap.sample.facts import attribute_accuracy
 from kocap.sample.scene import draw_scene
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java (a JRE), absent here")
 
-REFS = ["맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
-        "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
-        "흐린 저녁 자연 풍경입니다. 카메라가 천천히 확대됩니다.",
-        "비가 내리는 낮의 도시입니다. 노란색 사람이 왼쪽으로 걸어갑니다."]
+REFS = [
+    "맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
+    "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
+    "흐린 저녁 자연 풍경입니다. 카메라가 천천히 확대됩니다.",
+    "비가 내리는 낮의 도시입니다. 노란색 사람이 왼쪽으로 걸어갑니다.",
+]
 
 
 def test_morphemes_split_particles_from_nouns():
@@ -32,7 +43,12 @@ def test_metrics_equal_pycocoevalcap_on_the_same_morphemes():
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    preds = ["맑은 날 도시 풍경입니다. 빨간색 자동차가 왼쪽으로 이동합니다.", REFS[1], "흐린 저녁입니다.", "도시입니다."]
+    preds = [
+        "맑은 날 도시 풍경입니다. 빨간색 자동차가 왼쪽으로 이동합니다.",
+        REFS[1],
+        "흐린 저녁입니다.",
+        "도시입니다.",
+    ]
     gts = {i: [morphemes(r)] for i, r in enumerate(REFS)}
     res = {i: [morphemes(p)] for i, p in enumerate(preds)}
     ours = caption_metrics([[r] for r in REFS], preds, meteor=False)
@@ -78,8 +94,13 @@ def _paragraphs(n: int, seed: int = 7):
 def _wrong(scene):
     """The same scene with its subject, colour, time and motion changed."""
     flip = lambda value, a, b: b if value == a else a  # noqa: E731
-    return replace(scene, obj=flip(scene.obj, "공", "사람"), color=flip(scene.color, "보라색", "흰색"),
-                   time=flip(scene.time, "밤", "낮"), motion=flip(scene.motion, "왼쪽", "오른쪽"))
+    return replace(
+        scene,
+        obj=flip(scene.obj, "공", "사람"),
+        color=flip(scene.color, "보라색", "흰색"),
+        time=flip(scene.time, "밤", "낮"),
+        motion=flip(scene.motion, "왼쪽", "오른쪽"),
+    )
 
 
 @needs_java
@@ -96,15 +117,21 @@ def test_a_longer_but_worse_paragraph_does_not_win_on_the_primary_metric():
     primary = EvalParams().primary_metric
     right, wrong = clip_scores(refs, short, primary), clip_scores(refs, longer_wrong, primary)
     assert right[0] > wrong[0] + 0.1 and all(a > b for a, b in zip(right[1], wrong[1]))
-    assert attribute_accuracy([r for _, r in clips], short)["mean"] > attribute_accuracy([r for _, r in clips],
-                                                                                        longer_wrong)["mean"]
+    assert (
+        attribute_accuracy([r for _, r in clips], short)["mean"]
+        > attribute_accuracy([r for _, r in clips], longer_wrong)["mean"]
+    )
 
 
 def test_sentence_scores_match_sentences_in_any_order():
     ref = "맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다. 카메라는 고정되어 있습니다."
     reordered = "카메라는 고정되어 있습니다. 맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다."
     half = "맑은 날 도시의 풍경입니다."
-    assert sentence_scores([ref], [reordered]) == {"sentence_recall": 1.0, "sentence_precision": 1.0, "sentence_f1": 1.0}
+    assert sentence_scores([ref], [reordered]) == {
+        "sentence_recall": 1.0,
+        "sentence_precision": 1.0,
+        "sentence_f1": 1.0,
+    }
     partial = sentence_scores([ref], [half])
     assert partial["sentence_precision"] == 1.0 and partial["sentence_recall"] < 0.7
 
@@ -120,15 +147,29 @@ def test_attribute_accuracy_reads_the_generators_facts():
 
 
 def test_the_placement_puts_the_score_beside_its_reference_points():
-    metrics = {"primary_metric": "meteor", "primary": 0.41, "samples": 30, "baseline_most_frequent_meteor": 0.2,
-               "shuffled_meteor": 0.25, "cut_share": 0.1, "max_new_tokens": 500}
+    metrics = {
+        "primary_metric": "meteor",
+        "primary": 0.41,
+        "samples": 30,
+        "baseline_most_frequent_meteor": 0.2,
+        "shuffled_meteor": 0.25,
+        "cut_share": 0.1,
+        "max_new_tokens": 500,
+    }
     comparison = {"champion_version": "3", "champion": "0.38", "challenger": "0.41", "clips": "30", "val_set": "ab12"}
     rows = {r["what"]: r for r in placement(metrics, comparison)}
     assert rows["this model"]["score"] == 0.41 and rows["most frequent training caption"]["score"] == 0.2
     assert rows["this model, shuffled videos"]["score"] == 0.25 and rows["champion v3, same clips"]["score"] == 0.38
-    assert rows[PUBLISHED_BASELINE["label"]]["score"] == 0.3052 and "its own data" in rows[PUBLISHED_BASELINE["label"]]["note"]
+    assert (
+        rows[PUBLISHED_BASELINE["label"]]["score"] == 0.3052
+        and "its own data" in rows[PUBLISHED_BASELINE["label"]]["note"]
+    )
     assert rows["captions cut by the generation budget"]["score"] == 0.1
-    other = {r["what"]: r for r in placement({**metrics, "primary_metric": "rouge_l", "baseline_most_frequent_rouge_l": 0.2,
-                                              "shuffled_rouge_l": 0.25})}
+    other = {
+        r["what"]: r
+        for r in placement(
+            {**metrics, "primary_metric": "rouge_l", "baseline_most_frequent_rouge_l": 0.2, "shuffled_rouge_l": 0.25}
+        )
+    }
     assert other[PUBLISHED_BASELINE["label"]]["score"] is None  # never set beside a number of another metric
     assert other["current champion, same clips"]["score"] is None

@@ -1,4 +1,5 @@
 """Assembly keeps the pretrained parts; QLoRA quantizes only the LLM and trains only LoRA + projector."""
+
 import bitsandbytes as bnb
 import pytest
 import torch
@@ -8,7 +9,10 @@ from kocap.model.build import assemble, load_qlora, tiny_text_config, tiny_visio
 from kocap.model.presets import video_tokens
 from kocap.model.text import encode, train_tiny_tokenizer
 
-CAPTIONS = ["맑은 날 도시 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.", "어두운 밤 해변입니다. 파란색 공이 멈춰 있습니다."] * 4
+CAPTIONS = [
+    "맑은 날 도시 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
+    "어두운 밤 해변입니다. 파란색 공이 멈춰 있습니다.",
+] * 4
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +47,9 @@ def test_qlora_trains_only_lora_and_the_projector(base):
     folder, tok, *_ = base
     model = load_qlora(folder, lora_r=8, lora_alpha=16)
     quantized = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert quantized and all(".language_model." in n for n in quantized)          # tower, projector, head: not 4-bit
+    assert quantized and all(".language_model." in n for n in quantized)  # tower, projector, head: not 4-bit
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert not any("vision_tower" in n for n in trainable)                          # no LoRA on CLIP
+    assert not any("vision_tower" in n for n in trainable)  # no LoRA on CLIP
     assert all(("lora_" in n and "language_model" in n) or "modules_to_save" in n for n in trainable)
     ids, labels, video = _batch(tok, model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -59,7 +63,7 @@ def test_qlora_trains_only_lora_and_the_projector(base):
         opt.step()
         opt.zero_grad()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed == set(trainable)                    # every LoRA and projector weight moved, nothing else
+    assert changed == set(trainable)  # every LoRA and projector weight moved, nothing else
     assert any("lora_A" in n for n in changed) and any("modules_to_save" in n for n in changed)
 
 
@@ -82,7 +86,10 @@ def test_anyres_preprocessing_equals_llava_next_image_processor():
 
     for h, w, size in [(768, 1024, 336), (500, 1500, 336), (144, 192, 64), (192, 144, 64), (100, 300, 64)]:
         img = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        ref = LlavaNextImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                                         image_grid_pinpoints=[[a * size, b * size] for a, b in ANYRES_GRIDS])
+        ref = LlavaNextImageProcessorPil(
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+            image_grid_pinpoints=[[a * size, b * size] for a, b in ANYRES_GRIDS],
+        )
         expected = ref(images=img, return_tensors="np")["pixel_values"][0]
         assert np.abs(anyres(img, size) - expected).max() < 1e-6

@@ -1,4 +1,5 @@
 """Token counts of the design, the chat template, labels only on the answer, and the no-truncation rule."""
+
 import types
 
 import pytest
@@ -6,24 +7,31 @@ import torch
 from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 from transformers.models.llava_next_video.modeling_llava_next_video import LlavaNextVideoModel
 
-from kocap.model.presets import (anyres_tokens_before_unpadding, frame_tokens, image_tokens, production_config,
-                                 video_tokens)
+from kocap.model.presets import (
+    anyres_tokens_before_unpadding,
+    frame_tokens,
+    image_tokens,
+    production_config,
+    video_tokens,
+)
 from kocap.model.text import IGNORE, IM_END, SampleTooLong, encode, train_tiny_tokenizer, user_turn
 
 PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."
-CAPTIONS = ["맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
-            "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
-            "흐린 저녁 자연 풍경입니다. 카메라가 천천히 확대됩니다."] * 5
+CAPTIONS = [
+    "맑은 날 도시의 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.",
+    "어두운 밤 해변의 모습입니다. 파란색 공이 멈춰 있습니다.",
+    "흐린 저녁 자연 풍경입니다. 카메라가 천천히 확대됩니다.",
+] * 5
 
 
 @pytest.mark.parametrize("llm", ["Qwen/Qwen3-8B", "Qwen/Qwen3-4B"])
 def test_production_token_counts(llm):
     cfg = production_config(llm, video_token_id=151669, image_token_id=151670)
     v = cfg.vision_config
-    assert (v.image_size // v.patch_size) ** 2 == 576          # tokens per 336 px frame
+    assert (v.image_size // v.patch_size) ** 2 == 576  # tokens per 336 px frame
     assert frame_tokens(cfg) == 144 and video_tokens(cfg, 8) == 1152
     assert anyres_tokens_before_unpadding(cfg, 768, 1024) == 2880  # the design's count: 4 tiles + thumbnail
-    assert image_tokens(cfg, 768, 1024) == 2340                   # what the model consumes (unpadded + newlines)
+    assert image_tokens(cfg, 768, 1024) == 2340  # what the model consumes (unpadded + newlines)
     assert cfg.text_config.hidden_size == {"Qwen/Qwen3-8B": 4096, "Qwen/Qwen3-4B": 2560}[llm]
 
 
@@ -32,8 +40,9 @@ def test_image_token_count_matches_what_transformers_packs(h, w):
     cfg = production_config("Qwen/Qwen3-8B", 151669, 151670)
     tiles = image_size_to_num_patches((h, w), cfg.image_grid_pinpoints, 336)
     model = types.SimpleNamespace(config=cfg)  # pack_image_features only reads the config
-    _, lens = LlavaNextVideoModel.pack_image_features(model, [torch.zeros(tiles, 576, 4)], torch.tensor([[h, w]]),
-                                                      "default", torch.zeros(4))
+    _, lens = LlavaNextVideoModel.pack_image_features(
+        model, [torch.zeros(tiles, 576, 4)], torch.tensor([[h, w]]), "default", torch.zeros(4)
+    )
     assert int(lens[0]) == image_tokens(cfg, h, w)
 
 
@@ -66,7 +75,7 @@ def test_too_long_samples_are_a_counted_drop_when_asked(tok):
     import pandas as pd
 
     from kocap.config import load_config
-    from kocap.train.finetune import encode_rows
+    from kocap.train.samples import encode_rows
 
     rows = pd.DataFrame({"sample_id": ["short", "long"], "caption_ko": [CAPTIONS[0], CAPTIONS[0] * 40]})
     cfg = load_config("/nonexistent", ["model.max_length=400", "model.too_long=drop"])

@@ -1,6 +1,7 @@
 """The small parts under the operations flows: what a stage-2 worker must pull, the lock that one
 process may re-enter, how dvc.lock entries from another workspace are merged, and that no stage
 depends on the `ops` params (changing how kocap runs never retrains)."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -9,7 +10,7 @@ import os
 import pytest
 import yaml
 
-from kocap import dvcops, handoff, stages
+from kocap import dvcops, handoff, pipeline
 from kocap.workspace import WorkspaceBusy, exclusive
 
 
@@ -20,7 +21,7 @@ def test_a_stage_2_worker_pulls_exactly_the_outputs_stage_2_reads():
 
 
 def test_no_stage_depends_on_the_ops_params():
-    assert not [s.name for s in stages.STAGES if any(p.split(".")[0] == "ops" for p in s.params)]
+    assert not [s.name for s in pipeline.STAGES if any(p.split(".")[0] == "ops" for p in s.params)]
 
 
 def _try_lock(root, out):
@@ -46,8 +47,11 @@ def test_the_workspace_lock_is_reentrant_here_and_exclusive_elsewhere(tmp_path):
 
 
 def test_merged_lock_entries_replace_only_their_stages(tmp_path):
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(
-        {"schema": "2.0", "stages": {"ingest": {"cmd": "kocap stage ingest"}, "finetune": {"cmd": "old"}}}))
+    (tmp_path / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {"schema": "2.0", "stages": {"ingest": {"cmd": "kocap stage ingest"}, "finetune": {"cmd": "old"}}}
+        )
+    )
     dvcops.merge_lock(tmp_path, {"finetune": {"cmd": "kocap stage finetune", "outs": [{"path": "models/finetune"}]}})
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert lock["schema"] == "2.0" and lock["stages"]["ingest"] == {"cmd": "kocap stage ingest"}
@@ -63,5 +67,7 @@ def test_the_task_runner_follows_ops(runner):
     from kocap.config import OpsParams
     from tasks.fanout import task_runner
 
-    assert type(task_runner(OpsParams(task_runner=runner), 2)).__name__ == {"thread": "ThreadPoolTaskRunner",
-                                                                            "dask": "DaskTaskRunner"}[runner]
+    assert (
+        type(task_runner(OpsParams(task_runner=runner), 2)).__name__
+        == {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner"}[runner]
+    )

@@ -1,5 +1,6 @@
 """The production path's pieces on the CPU: precision choice, the answer-only loss, the truncated
 tower, gradient accumulation, per-preset defaults, the generation budget, stage 1's length policy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,18 +10,20 @@ import torch
 from PIL import Image
 
 from kocap.config import load_config
-from kocap.evaluate.captioner import generation_budget
 from kocap.model import runtime
+from kocap.model.captioner import generation_budget
 from kocap.model.presets import video_tokens
 from kocap.model.text import SampleTooLong, encode
+from kocap.model.video_lm import answer_loss, embed, pooled_features, tower_hidden
 from kocap.train import align
 from kocap.train.loop import EpochSchedule, LoopSpec, run_loop
-from kocap.train.video_lm import answer_loss, embed, pooled_features, tower_hidden
 
 from .test_model_build import CAPTIONS, base  # noqa: F401  (the tiny base checkpoint fixture)
 
 
-@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+@pytest.mark.parametrize(
+    "capability, expected", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
 def test_auto_precision_goes_by_compute_capability(capability, expected):
     assert runtime.for_capability(capability) == expected  # a T4 says is_bf16_supported() too: not asked
     assert runtime.precision("auto", "cpu") == "fp32" and runtime.precision("fp16", "cpu") == "fp16"
@@ -59,8 +62,9 @@ def test_gradient_accumulation_runs_every_micro_batch_once(tmp_path):
         seen.append(m)
         return (weight * m).sum(), 1, 1
 
-    spec = LoopSpec(steps=3, lr=0.1, checkpoint_every=100, checkpoint_dir=tmp_path, signature="s", accum=2,
-                    micro_batches=5)
+    spec = LoopSpec(
+        steps=3, lr=0.1, checkpoint_every=100, checkpoint_dir=tmp_path, signature="s", accum=2, micro_batches=5
+    )
     assert run_loop(model, batch, spec)["steps"] == 3
     assert seen == [0, 1, 2, 3, 4]  # the last step takes the one micro-batch left
     schedule = EpochSchedule(samples=5, batch_size=2, epochs=2, seed=0)
@@ -90,8 +94,9 @@ def test_stage1_images_over_their_max_length_follow_the_too_long_policy(base, tm
     (tmp_path / "data/validated").mkdir(parents=True)
     for i, size in enumerate([(64, 64), (200, 300)]):
         Image.fromarray(np.zeros((*size, 3), np.uint8)).save(tmp_path / f"{i}.png")
-    pd.DataFrame({"sample_id": ["small", "large"], "image_path": ["0.png", "1.png"], "caption_ko": CAPTIONS[:2]}
-                 ).to_parquet(tmp_path / "data/validated/images.parquet")
+    pd.DataFrame(
+        {"sample_id": ["small", "large"], "image_path": ["0.png", "1.png"], "caption_ko": CAPTIONS[:2]}
+    ).to_parquet(tmp_path / "data/validated/images.parquet")
     cfg = load_config("params.yaml", ["stage1.max_length=300", "model.too_long=drop"])
     items, dropped = align.image_items(cfg, tmp_path, tok, model)
     assert len(items) == 1 and dropped == 1  # the AnyRes grid of the large one needs more positions: counted
@@ -100,13 +105,13 @@ def test_stage1_images_over_their_max_length_follow_the_too_long_policy(base, tm
 
 
 def test_greedy_captions_do_not_depend_on_the_batch_or_the_seed(base):  # noqa: F811
-    from kocap.train.video_lm import generate
+    from kocap.model.video_lm import generate
 
     _, tok, _, _, model = base
     model.eval()
     feats = torch.randn(3, video_tokens(model.config, 8), model.config.vision_config.hidden_size)
     run = lambda f, seed=0: generate(model, tok, f, "묘사해주세요.", 12, 512, do_sample=False, seed=seed)[0]  # noqa: E731
     together = run(feats)
-    assert [run(feats[i : i + 1])[0] for i in range(3)] == together              # alone = in a batch
-    assert len(set(run(feats[:1].repeat(8, 1, 1)))) == 1                          # 8 copies, one caption
-    assert run(feats, seed=5) == together                                         # the seed changes nothing
+    assert [run(feats[i : i + 1])[0] for i in range(3)] == together  # alone = in a batch
+    assert len(set(run(feats[:1].repeat(8, 1, 1)))) == 1  # 8 copies, one caption
+    assert run(feats, seed=5) == together  # the seed changes nothing

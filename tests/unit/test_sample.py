@@ -1,4 +1,5 @@
 """The embedded sample: deterministic, AI-Hub-shaped, and its captions follow from the pixels."""
+
 import io
 import json
 import zipfile
@@ -9,8 +10,8 @@ import pytest
 
 from kocap.aihub.archive import member_name
 from kocap.config import SampleParams
-from kocap.sample.build import build_aihub_sample
 from kocap.evaluate.metrics import sentences
+from kocap.sample.build import build_aihub_sample
 from kocap.sample.captions import describe, josa
 from kocap.sample.facts import read_facts
 from kocap.sample.scene import draw_scene
@@ -35,11 +36,15 @@ def test_generation_is_deterministic_and_grows_by_new_zips(tmp_path):
 
 def test_layout_follows_aihub(sample_server_root):
     names = sorted(p.relative_to(sample_server_root).as_posix() for p in sample_server_root.rglob("*.zip"))
-    assert names[0].startswith("71849/123.대한민국 배경영상 상세 설명문 데이터/01-1.정식개방데이터/Training/01.원천데이터/TS_01")
+    assert names[0].startswith(
+        "71849/123.대한민국 배경영상 상세 설명문 데이터/01-1.정식개방데이터/Training/01.원천데이터/TS_01"
+    )
     assert {n.split("/")[-1][:3] for n in names} == {"TS_", "TL_", "VS_", "VL_"}
 
 
-@pytest.mark.parametrize("word, particle", [("공", "공이"), ("자동차", "자동차가"), ("사람", "사람이"), ("도시", "도시가")])
+@pytest.mark.parametrize(
+    "word, particle", [("공", "공이"), ("자동차", "자동차가"), ("사람", "사람이"), ("도시", "도시가")]
+)
 def test_particles_follow_the_final_consonant(word, particle):
     assert josa(word, "이", "가") == particle
 
@@ -89,12 +94,12 @@ def test_captions_say_what_is_drawn_and_the_video_reveals_it(tmp_path):
     clips = _clips(root)
     for _, attrs, caption in clips:  # every drawn fact is stated, and read back by attribute accuracy
         assert read_facts(caption) == attrs
-    frames = np.stack([f for f, _, _ in clips])                   # N, T, H, W, 3
-    sky = frames[:, :, :10].mean(axis=(1, 2, 3))                   # the top rows: sky colour
-    moving = np.abs(frames - np.median(frames, axis=1, keepdims=True)).sum(-1)   # what changes over time
-    moving = np.where(moving > 60, moving, 0).sum(2)                            # N, T, W; codec noise dropped
+    frames = np.stack([f for f, _, _ in clips])  # N, T, H, W, 3
+    sky = frames[:, :, :10].mean(axis=(1, 2, 3))  # the top rows: sky colour
+    moving = np.abs(frames - np.median(frames, axis=1, keepdims=True)).sum(-1)  # what changes over time
+    moving = np.where(moving > 60, moving, 0).sum(2)  # N, T, W; codec noise dropped
     x = (moving * np.arange(moving.shape[-1])).sum(-1) / (moving.sum(-1) + 1e-6)
-    slope = np.polyfit(np.arange(x.shape[1]), x.T, 1)[0][:, None]               # where it moves, per frame
+    slope = np.polyfit(np.arange(x.shape[1]), x.T, 1)[0][:, None]  # where it moves, per frame
     time_acc, time_prior = _nearest_centroid(sky, [a["time"] for _, a, _ in clips])
     motion_acc, motion_prior = _nearest_centroid(slope, [a["motion"] for _, a, _ in clips])
     assert time_acc >= 0.95 and time_acc - time_prior >= 0.4

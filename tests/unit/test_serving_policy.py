@@ -1,4 +1,5 @@
 """What the served model agrees to read, decided before any model runs."""
+
 from __future__ import annotations
 
 import base64
@@ -39,9 +40,11 @@ def test_a_served_folder_allows_files_inside_it_only(tmp_path):
 def test_requests_are_refused_whole_only_when_empty_oversized_or_shapeless():
     assert items_of(pd.DataFrame({"video_b64": ["QUJD"]})) == [("b64", "QUJD")]
     assert items_of([b"abc"]) == [("bytes", b"abc")]
-    for bad, why in ((pd.DataFrame({"video_b64": []}), "no videos"),
-                     (pd.DataFrame({"video_b64": ["QQ=="] * (MAX_ITEMS + 1)}), f"at most {MAX_ITEMS}"),
-                     (pd.DataFrame({"path": ["a"]}), "video_b64")):
+    for bad, why in (
+        (pd.DataFrame({"video_b64": []}), "no videos"),
+        (pd.DataFrame({"video_b64": ["QQ=="] * (MAX_ITEMS + 1)}), f"at most {MAX_ITEMS}"),
+        (pd.DataFrame({"path": ["a"]}), "video_b64"),
+    ):
         with pytest.raises(RequestRefused, match=why):
             items_of(bad)
     assert _b64(base64.b64encode(b"video").decode()) == b"video"

@@ -1,5 +1,12 @@
-from kocap.aihub.tree import (TreeFile, changed_files, parse_dataset_list, parse_tree, render_tree, snapshot_id,
-                              split_notice)
+from kocap.aihub.tree import (
+    TreeFile,
+    changed_files,
+    parse_dataset_list,
+    parse_tree,
+    render_tree,
+    snapshot_id,
+    split_notice,
+)
 
 # The real capture from shared/notes/aihub.md, verbatim (trailing spaces included).
 CAPTURE = """The contents are encoded in UTF-8 including Korean characters. 
@@ -39,8 +46,10 @@ def test_display_size_is_a_range_not_an_exact_size():
 
 
 def test_notice_is_split_from_the_tree():
-    text = CAPTURE.replace("=================공지사항=================== \n",
-                           "=================공지사항=================== \n점검 안내: 12월 1일\n")
+    text = CAPTURE.replace(
+        "=================공지사항=================== \n",
+        "=================공지사항=================== \n점검 안내: 12월 1일\n",
+    )
     notice, _ = split_notice(text)
     assert notice == "점검 안내: 12월 1일"
     assert len(parse_tree(text)) == 4
@@ -52,15 +61,21 @@ def test_dataset_list_splits_at_the_first_comma_only():
 
 
 def test_render_and_parse_round_trip_with_odd_names():
-    files = [TreeFile("123.t/v/Training/[라벨]train.zip", "1", "969 KB"),
-             TreeFile("123.t/v/Training/TS_01.zip", "2", "2 GB"),
-             TreeFile("123.t/v/Validation/VL_02..실외.zip", "3", "3 MB")]
+    files = [
+        TreeFile("123.t/v/Training/[라벨]train.zip", "1", "969 KB"),
+        TreeFile("123.t/v/Training/TS_01.zip", "2", "2 GB"),
+        TreeFile("123.t/v/Validation/VL_02..실외.zip", "3", "3 MB"),
+    ]
     assert parse_tree(render_tree("t", files)) == files
 
 
 def test_changed_files_are_new_or_rekeyed_or_resized():
     old = [TreeFile("a.zip", "1", "1 MB"), TreeFile("b.zip", "2", "1 MB"), TreeFile("c.zip", "3", "1 MB")]
-    new = [TreeFile("a.zip", "1", "1 MB"), TreeFile("b.zip", "9", "1 MB"), TreeFile("c.zip", "3", "2 MB"),
-           TreeFile("d.zip", "4", "1 MB")]
+    new = [
+        TreeFile("a.zip", "1", "1 MB"),
+        TreeFile("b.zip", "9", "1 MB"),
+        TreeFile("c.zip", "3", "2 MB"),
+        TreeFile("d.zip", "4", "1 MB"),
+    ]
     assert [f.path for f in changed_files(old, new)] == ["b.zip", "c.zip", "d.zip"]
     assert snapshot_id(old) == snapshot_id(list(reversed(old))) != snapshot_id(new)

@@ -1,4 +1,5 @@
 """Errors a user can act on are one clear line (exit 2, no traceback), and the AI-Hub key never shows."""
+
 from __future__ import annotations
 
 import os
@@ -30,20 +31,28 @@ def test_an_unreachable_server_names_the_server_and_what_to_check():
 def _kocap(cwd: Path, *args: str, params: str | None = None) -> subprocess.CompletedProcess:
     if params is not None:
         (cwd / "params.yaml").write_text(params, encoding="utf-8")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "PREFECT_HOME": str(cwd / ".prefect"),
-           "AIHUB_BASE_URL": "http://127.0.0.1:9"}
-    return subprocess.run([sys.executable, "-m", "kocap.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+        "PREFECT_HOME": str(cwd / ".prefect"),
+        "AIHUB_BASE_URL": "http://127.0.0.1:9",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kocap.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("args, params, says", [
-    (["run"], "data:\n  source: [sample\n", "not valid YAML"),
-    (["run", "stage2.batch_size=0"], None, "stage2.batch_size"),
-    (["promote", "99", "--force", "--reason", "x"], None, "not found"),
-    (["lineage", "models:/nosuch@champion"], None, "MLflow"),
-    (["caption", "a.mp4", "--model", "models:/kocap/99"], None, "MLflow"),
-    (["aihub", "tree", "71849"], None, "could not reach the AI-Hub server http://127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "args, params, says",
+    [
+        (["run"], "data:\n  source: [sample\n", "not valid YAML"),
+        (["run", "stage2.batch_size=0"], None, "stage2.batch_size"),
+        (["promote", "99", "--force", "--reason", "x"], None, "not found"),
+        (["lineage", "models:/nosuch@champion"], None, "MLflow"),
+        (["caption", "a.mp4", "--model", "models:/kocap/99"], None, "MLflow"),
+        (["aihub", "tree", "71849"], None, "could not reach the AI-Hub server http://127.0.0.1:9"),
+    ],
+)
 def test_user_errors_are_one_line_without_a_traceback(tmp_path, args, params, says):
     if params is None:
         (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")

@@ -1,4 +1,5 @@
 """Frame sampling, decoding backends, and preprocessing identical to CLIPImageProcessor."""
+
 import numpy as np
 import pytest
 
@@ -6,14 +7,17 @@ from kocap.data.video import VideoError, encode_mp4, read_clip, read_frames, sam
 from kocap.model.preprocess import normalize, resize_crop
 
 
-@pytest.mark.parametrize("n, k, expected", [
-    (16, 8, [0, 2, 4, 6, 9, 11, 13, 15]),
-    (100, 1, [0]),
-    (8, 8, list(range(8))),
-    (3, 8, [0, 0, 1, 1, 1, 1, 2, 2]),   # padded: still k indices, in order, ending on the last frame
-    (1, 4, [0, 0, 0, 0]),
-    (900, 8, [0, 128, 257, 385, 514, 642, 771, 899]),
-])
+@pytest.mark.parametrize(
+    "n, k, expected",
+    [
+        (16, 8, [0, 2, 4, 6, 9, 11, 13, 15]),
+        (100, 1, [0]),
+        (8, 8, list(range(8))),
+        (3, 8, [0, 0, 1, 1, 1, 1, 2, 2]),  # padded: still k indices, in order, ending on the last frame
+        (1, 4, [0, 0, 0, 0]),
+        (900, 8, [0, 128, 257, 385, 514, 642, 771, 899]),
+    ],
+)
 def test_uniform_indices(n, k, expected):
     assert sample_indices(n, k) == expected
     assert sample_indices(n, k) == np.round(np.linspace(0, n - 1, k)).astype(int).tolist() or n < k
@@ -42,7 +46,9 @@ def test_decord_and_pyav_return_identical_pixels(tmp_path, codec, size):
     assert np.array_equal(a, b) and np.array_equal(b, c)
 
 
-@pytest.mark.parametrize("h, w, size", [(360, 640, 336), (96, 96, 64), (150, 97, 64), (100, 300, 336), (720, 1280, 336)])
+@pytest.mark.parametrize(
+    "h, w, size", [(360, 640, 336), (96, 96, 64), (150, 97, 64), (100, 300, 336), (720, 1280, 336)]
+)
 def test_preprocessing_equals_clip_image_processor(h, w, size):
     from transformers import CLIPImageProcessorPil  # the reference without torchvision
 

@@ -2,6 +2,7 @@
 that decision, so an up-to-date stage shows as Cached (or, right after a `dvc repro`, completes in
 a second without running).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import CachePolicy
 
-from kocap import dvcops, faults, stages
+from kocap import dvcops, faults, pipeline
 from kocap.config import load_config
+from kocap.env import RunEnv
 
 
 class DvcStageCache(CachePolicy):
@@ -33,7 +35,7 @@ def _run(name: str, root: str) -> dict:
     project = Path(root)
     if skipped := _skipped(project, name):
         return skipped
-    result = stages.run_stage(name, load_config(project / "params.yaml"), project, stages.RunEnv.from_environ())
+    result = pipeline.run_stage(name, load_config(project / "params.yaml"), project, RunEnv.from_environ())
     faults.point(f"after-stage:{name}")  # tests: a kill between a stage's outputs and its DVC commit
     dvcops.commit(project, name)
     log.info("%s done; outputs committed to DVC", name)
@@ -42,15 +44,16 @@ def _run(name: str, root: str) -> dict:
 
 def _summary(result) -> dict:
     """The stage report as plain data for Prefect's result (long note lists become a count)."""
-    data = dict(getattr(result, "__dict__", {}) or {})
+    data = dict(result or {})
     data["notes"] = len(data.get("notes", []))
     return {k: v for k, v in data.items() if isinstance(v, (int, float, str, dict, list))}
 
 
 STAGE_TASKS = {
-    s.name: task(_run, name=s.name, cache_policy=DvcStageCache(), retries=s.retries, retry_delay_seconds=5,
-                 persist_result=True)
-    for s in stages.STAGES
+    s.name: task(
+        _run, name=s.name, cache_policy=DvcStageCache(), retries=s.retries, retry_delay_seconds=5, persist_result=True
+    )
+    for s in pipeline.STAGES
 }
 
 
@@ -66,23 +69,41 @@ def _on_pool(name: str, root: str) -> dict:
     if skipped := _skipped(project, name):
         return skipped
     ops = load_config(project / "params.yaml").ops
+    pool = pool_of(name, ops)
     handoff_id = f"{runtime.task_run.id}-{runtime.task_run.run_count}"
     req = {**handoff.request(project, name), "handoff_id": handoff_id}
-    log.info("%s: inputs pushed to the DVC remote; running deployment %s/%s", name, name, ops.finetune_pool)
-    child = run_deployment(f"{name}/{ops.finetune_pool}", parameters={"request": req},
-                           timeout=ops.finetune_timeout_s, as_subflow=True)
+    log.info("%s: inputs pushed to the DVC remote; running deployment %s/%s", name, name, pool)
+    child = run_deployment(
+        f"{name}/{pool}", parameters={"request": req}, timeout=ops.finetune_timeout_s, as_subflow=True
+    )
     if not child.state.is_completed():  # crashed or failed: the retry resumes from the worker's checkpoints
-        raise RuntimeError(f"{name} on pool {ops.finetune_pool}: flow run {child.name} ended {child.state.name}: "
-                           f"{child.state.message}")
+        raise RuntimeError(
+            f"{name} on pool {pool}: flow run {child.name} ended {child.state.name}: {child.state.message}"
+        )
     run_id = handoff.receive(project, name, handoff_id)
-    log.info("%s done on pool %s (flow run %s); outputs pulled, MLflow handoff run %s", name, ops.finetune_pool,
-             child.name, run_id)
+    log.info("%s done on pool %s (flow run %s); outputs pulled, MLflow handoff run %s", name, pool, child.name, run_id)
     return {"stage": name, "ran": True, "flow_run": str(child.id), "handoff_run": run_id}
 
 
-# A killed worker surfaces as a crashed child run: two retries, each resuming from its checkpoints.
-ON_POOL_TASKS = {"finetune": task(_on_pool, name="finetune-on-pool", cache_policy=DvcStageCache(), retries=2,
-                                  retry_delay_seconds=5, persist_result=True)}
+# A killed worker surfaces as a crashed child run: each retry resumes from its checkpoints.
+ON_POOL_TASKS = {
+    s.name: task(
+        _on_pool,
+        name=f"{s.name}-on-pool",
+        cache_policy=DvcStageCache(),
+        retries=s.pool_retries,
+        retry_delay_seconds=5,
+        persist_result=True,
+    )
+    for s in pipeline.STAGES
+    if s.pool
+}
+
+
+def pool_of(name: str, ops) -> str:
+    """The work pool the stage runs on ("" = inside the lifecycle run), from the ops key the table names."""
+    key = pipeline.get(name).pool
+    return getattr(ops, key) if key else ""
 
 
 @task(name="dvc-push", retries=1)
@@ -91,8 +112,11 @@ def push(root: str) -> int:
     n = dvcops.push(Path(root))
     repushed, missing = dvcops.verify_remote(Path(root))  # object by object: a killed push leaves holes DVC misses
     if missing:
-        raise RuntimeError(f"the DVC remote still lacks {len(missing)} object(s) after pushing (first: {missing[0]}): "
-                           "check the remote's access and free space, then `kocap run` again")
-    get_run_logger().info("dvc push: %d file(s) sent, %d missing one(s) pushed again; the remote holds every output",
-                          n, repushed)
+        raise RuntimeError(
+            f"the DVC remote still lacks {len(missing)} object(s) after pushing (first: {missing[0]}): "
+            "check the remote's access and free space, then `kocap run` again"
+        )
+    get_run_logger().info(
+        "dvc push: %d file(s) sent, %d missing one(s) pushed again; the remote holds every output", n, repushed
+    )
     return n + repushed

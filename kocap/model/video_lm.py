@@ -13,6 +13,7 @@ there is an answer token (151,936 logits over ~1,700 positions would be ~1 GiB i
 the projector output is cast to the embeddings' dtype, so fp16/bf16 autocast and half-precision
 embeddings meet in `masked_scatter` with one dtype.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.preprocess import normalize
-from ..model.runtime import model_device
-from ..model.text import IGNORE, IM_END, encode
+from .preprocess import normalize
+from .runtime import model_device
+from .text import IGNORE, IM_END, encode
 
 MAX_TOWER_FRAMES = 32  # frames per tower pass: bounds activation memory whatever the batch of clips
 
@@ -69,7 +70,9 @@ def embed(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tenso
     projected = projector(features.to(next(projector.parameters()).dtype)).to(embeds.dtype)
     mask = input_ids == base.config.video_token_index
     if int(mask.sum()) != projected.shape[0] * projected.shape[1]:
-        raise ValueError(f"{int(mask.sum())} <video> tokens but {projected.shape[0] * projected.shape[1]} video features")
+        raise ValueError(
+            f"{int(mask.sum())} <video> tokens but {projected.shape[0] * projected.shape[1]} video features"
+        )
     return embeds.masked_scatter(mask.unsqueeze(-1), projected.reshape(-1, projected.shape[-1]))
 
 
@@ -90,8 +93,9 @@ def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[tor
     ids, mask, labels = collate(encoded, pad_id)
     device = model_device(model)
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    return answer_loss(model, labels, inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask), \
-        int(mask.sum())
+    return answer_loss(model, labels, inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask), int(
+        mask.sum()
+    )
 
 
 def answer_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
@@ -110,9 +114,20 @@ _SAMPLING = threading.Lock()
 
 
 @torch.no_grad()
-def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_tokens: int, max_length: int,
-             do_sample: bool = True, temperature: float = 0.7, top_p: float = 0.8, top_k: int = 20,
-             repetition_penalty: float = 1.05, seed: int = 0) -> tuple[list[str], list[bool]]:
+def generate(
+    model,
+    tokenizer,
+    features: torch.Tensor,
+    prompt: str,
+    max_new_tokens: int,
+    max_length: int,
+    do_sample: bool = True,
+    temperature: float = 0.7,
+    top_p: float = 0.8,
+    top_k: int = 20,
+    repetition_penalty: float = 1.05,
+    seed: int = 0,
+) -> tuple[list[str], list[bool]]:
     """Captions for a batch of pooled features, prompted exactly as in training (left-padded), and for
     each whether the `max_new_tokens` budget cut it (no end-of-turn token)."""
     n_tokens = features.shape[1]
@@ -124,9 +139,17 @@ def generate(model, tokenizer, features: torch.Tensor, prompt: str, max_new_toke
     end = tokenizer.convert_tokens_to_ids(IM_END)
     with _SAMPLING:  # the seed is global: threads generating at once would draw from each other's stream
         torch.manual_seed(seed)
-        out = base.generate(inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask,
-                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                            top_k=top_k, repetition_penalty=repetition_penalty,
-                            eos_token_id=end, pad_token_id=tokenizer.pad_token_id)
+        out = base.generate(
+            inputs_embeds=embed(model, ids, features.to(device)),
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            eos_token_id=end,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     texts = [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
     return texts, [end not in seq.tolist() for seq in out]

@@ -6,6 +6,7 @@
 On a GPU it runs in the precision training used there (fp16 on a T4, bf16 on sm_80+), batched by
 `eval.batch_size` (the preset's, sized to fit beside the KV cache).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.frames import FrameSpec, load_clip
-from ..model import runtime
-from ..model.text import answer, load_tokenizer
-from ..train.video_lm import generate, pooled_features
+from ..data.video import FrameSpec, load_clip
+from . import runtime
+from .text import answer, load_tokenizer
+from .video_lm import generate, pooled_features
 
 
 def generation_budget(tokenizer, captions: list[str]) -> int:
@@ -37,7 +38,7 @@ class Captioner:
     max_new_tokens: int = 256
 
     @classmethod
-    def load(cls, base_dir: Path, adapter_dir: Path, cfg: Config, max_new_tokens: int | None = None) -> "Captioner":
+    def load(cls, base_dir: Path, adapter_dir: Path, cfg: Config, max_new_tokens: int | None = None) -> Captioner:
         from peft import PeftModel
 
         from ..model.build import load_base
@@ -53,15 +54,26 @@ class Captioner:
     def caption_features(self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0) -> list[str]:
         return self.caption_and_cut(features, batch_size, seed)[0]
 
-    def caption_and_cut(self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0
-                        ) -> tuple[list[str], list[bool]]:
+    def caption_and_cut(
+        self, features: torch.Tensor, batch_size: int | None = None, seed: int = 0
+    ) -> tuple[list[str], list[bool]]:
         """Captions, and for each whether the generation budget cut it."""
         e, out, cut, size = self.cfg.eval, [], [], batch_size or self.cfg.eval.batch_size
         for i in range(0, len(features), size):
-            texts, cuts = generate(self.model, self.tokenizer, features[i : i + size], self.cfg.model.prompt,
-                                   self.max_new_tokens, self.cfg.model.max_length, do_sample=e.do_sample,
-                                   temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
-                                   repetition_penalty=e.repetition_penalty, seed=seed + i)
+            texts, cuts = generate(
+                self.model,
+                self.tokenizer,
+                features[i : i + size],
+                self.cfg.model.prompt,
+                self.max_new_tokens,
+                self.cfg.model.max_length,
+                do_sample=e.do_sample,
+                temperature=e.temperature,
+                top_p=e.top_p,
+                top_k=e.top_k,
+                repetition_penalty=e.repetition_penalty,
+                seed=seed + i,
+            )
             out, cut = out + texts, cut + cuts
         return out, cut
 

@@ -5,6 +5,7 @@ Keyed by the tower (a hash of its weights) and the frames shard (whose key hashe
 params), stored as fp16 `.npy` beside nothing else: `<cache>/<tower>/<shard>.npy`, memory-mapped.
 A cache is derived data: deleting it only costs time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import paths
 from ..io import temp_beside
-from ..data.frames import OUT as FRAMES
 from .video_lm import base_model, pooled_features
 
 CACHE = ".kocap-cache/features"
@@ -62,9 +63,11 @@ class FeatureStore:
         return self._open[shard]
 
     def _compute(self, shard: str, path: Path) -> None:
-        frames = np.load(self.root / FRAMES / shard, mmap_mode="r")
-        parts = [pooled_features(self.model, np.asarray(frames[i : i + self.batch_size])).float().cpu().numpy()
-                 for i in range(0, len(frames), self.batch_size)]
+        frames = np.load(self.root / paths.FRAMES / shard, mmap_mode="r")
+        parts = [
+            pooled_features(self.model, np.asarray(frames[i : i + self.batch_size])).float().cpu().numpy()
+            for i in range(0, len(frames), self.batch_size)
+        ]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_beside(path)
         with tmp.open("wb") as f:  # a file object: np.save would append .npy to a name
