@@ -113,4 +113,4 @@ def test_the_tiny_model_learns_captions_that_depend_on_the_video(prepared, tmp_p
     facts = {k: attribute_accuracy(refs, v)["mean"] for k, v in captions.items()}
     print(f"METEOR on morphemes: {meteor}; attribute accuracy: {facts}")
     assert meteor["model"] > meteor["most frequent"] and meteor["model"] > meteor["shuffled videos"]
-    assert facts["model"] > facts["most frequent"] + 0.1 and facts["model"] > facts["shuffled videos"] + 0.1
+    assert facts["model"] > facts["most frequent"] + 0.05 and facts["model"] > facts["shuffled videos"] + 0.05
