@@ -21,6 +21,7 @@ from pathlib import Path
 
 import typer
 
+from . import paths
 from .env import RunEnv, setup_environment
 
 # pretty exceptions are off: they print local variables, and a local may hold the AI-Hub key
@@ -110,34 +111,53 @@ def _placement(root: Path) -> None:
     """The latest version's score beside its reference points (written by the register stage)."""
     from .evaluate.placement import placement_text
 
-    report = root / "reports/register.json"
+    report = root / paths.REGISTER_REPORT
     rows = json.loads(report.read_text(encoding="utf-8")).get("placement") if report.exists() else None
     if rows:
         typer.echo("\nwhere the score stands (reports/eval.html):\n" + placement_text(rows))
 
 
 def _champion_sample(root: Path) -> None:
-    """The champion's caption for one validation clip, next to its reference."""
+    """The champion's caption for one validation clip, next to its reference; while the gate has promoted
+    no version yet, the latest challenger's, labelled with why it was not promoted."""
     import pandas as pd
 
     from .config import load_config
 
-    manifest = root / "data/validated/clips.parquet"
+    manifest = root / paths.VALID_CLIPS
     if not manifest.exists():
         return
     clip = pd.read_parquet(manifest).query("split == 'val'").iloc[0]
-    try:
-        import mlflow
-
-        model = mlflow.pyfunc.load_model(f"models:/{load_config(root / 'params.yaml').registry.model_name}@champion")
-    except Exception:  # no champion yet (the gate refused every version): say so
-        typer.echo("\nno champion model yet: see reports/register.json for the gate's reasons")
+    name = load_config(root / "params.yaml").registry.model_name
+    found = _registered(name)
+    if found is None:
+        typer.echo("\nno registered model yet: see reports/register.json")
         return
+    label, model = found
     result = model.predict([(root / clip["video_path"]).read_bytes()]).iloc[0]
     typer.echo(
-        f"\nchampion on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
+        f"\n{label} on {clip['sample_id']}:\n  caption:   {result['caption'] or result['error']}"
         f"\n  reference: {clip['caption_ko']}"
     )
+
+
+def _registered(name: str):
+    """(label, loaded model) of the champion, else of the challenger; None when neither alias exists."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    for alias in ("champion", "challenger"):
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            continue
+        label = f"{alias} v{version.version}"
+        if alias == "challenger":
+            reasons = version.tags.get("kocap.reasons", "see reports/register.json")
+            label += f" (no champion yet; the gate said: {reasons})"
+        return label, mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    return None
 
 
 def _describe(path: Path) -> str:
@@ -162,7 +182,7 @@ def dvc_yaml():
 
 
 @app.command("micro-preset")
-def micro_preset(out: Path = typer.Option(Path("models/micro"), help="where model.presets.micro points")):
+def micro_preset(out: Path = typer.Option(Path(paths.MICRO), help="where model.presets.micro points")):
     """Write the micro CLIP tower and Qwen3 LLM (Qwen's real tokenizer) as Hugging Face folders, offline."""
     from .model.micro import build_micro
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-OUT = "models/micro"
 # Qwen2/3's pre-tokenizer (the same regex tiktoken uses for Qwen).
 PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from .. import paths
+
 
 def git_state(root: Path) -> dict:
     def git(*args):
@@ -32,7 +34,7 @@ def dvc_hashes(root: Path) -> dict[str, str]:
 
 
 def aihub_snapshot(root: Path) -> dict:
-    report = root / "reports/ingest.json"
+    report = root / paths.INGEST_REPORT
     data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
     return {
         "aihub.dataset_key": str(data.get("dataset_key", "unknown")),
