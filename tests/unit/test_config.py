@@ -167,3 +167,12 @@ def test_a_failed_write_leaves_params_yaml_whole(tmp_path):
     assert proc.returncode != 0 and "File too large" in proc.stderr
     assert path.read_text(encoding="utf-8") == before
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temporary file left beside it
+
+
+def test_no_stage_module_imports_another_stage_module():
+    """Shared helpers live in the library (paths, data/rows, model/, train/loop): stages never reach sideways."""
+    stage_files = {pipeline._relative(pipeline._module_file(s.module)) for s in pipeline.STAGES}
+    for s in pipeline.STAGES:
+        own = pipeline._module_file(s.module)
+        imported = {pipeline._relative(f) for f in pipeline._imports(own)}
+        assert imported & stage_files <= {pipeline._relative(own)}, s.name
