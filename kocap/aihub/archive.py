@@ -107,6 +107,8 @@ def merge_parts(pset: PartSet, dest: Path) -> int:
     deleted), so peak disk use stays near one copy of the data.
     """
     offsets = sorted(pset.parts)
+    if not offsets:  # the stream was cut before any part of this file arrived
+        raise TransferError(f"{pset.prefix}: no part of it arrived (the transfer was cut short)")
     expected = 0
     for off in offsets:
         if off != expected:

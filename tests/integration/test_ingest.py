@@ -75,7 +75,7 @@ def test_ingest_builds_the_manifest_and_quarantines_bad_labels(tmp_path, server)
         report = ingest.run(_cfg(), project, _env(emu))
     manifest = pd.read_parquet(project / paths.MANIFEST)
     rejects = pd.read_parquet(project / paths.INGEST_REJECTS).set_index("sample_id")["reason"].to_dict()
-    assert list(manifest.columns) == paths.MANIFEST_COLUMNS
+    assert list(manifest.columns) == ingest.MANIFEST_COLUMNS
     assert len(manifest) == SMALL["num_clips"] + 1 and manifest["sample_id"].is_unique
     assert set(manifest["split"]) == {"train", "val"}
     assert manifest.set_index("sample_id").loc["extra_0", "caption_ko"].startswith("새로 추가된")
