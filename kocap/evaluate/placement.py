@@ -14,8 +14,9 @@ import html
 from .metrics import PUBLISHED_BASELINE
 
 
-def placement(metrics: dict, comparison: dict | None = None) -> list[dict]:
-    """Rows of {what, score, note}; score is None where there is no number to show."""
+def placement(metrics: dict, comparison: dict | None = None, registered: bool = False) -> list[dict]:
+    """Rows of {what, score, note}; score is None where there is no number to show. `registered`: the
+    register stage's view, where no comparison means there was no champion to compare with."""
     name = metrics["primary_metric"]
     rows = [
         {"what": "this model", "score": metrics["primary"], "note": f"{name}, {metrics['samples']} validation clips"},
@@ -30,7 +31,7 @@ def placement(metrics: dict, comparison: dict | None = None) -> list[dict]:
             "note": "captions made from other clips' videos: what the video adds is the gap",
         },
     ]
-    rows.append(_champion_row(name, comparison))
+    rows.append(_champion_row(name, comparison, registered))
     published = PUBLISHED_BASELINE
     rows.append(
         {
@@ -50,13 +51,14 @@ def placement(metrics: dict, comparison: dict | None = None) -> list[dict]:
     return rows
 
 
-def _champion_row(name: str, comparison: dict | None) -> dict:
+def _champion_row(name: str, comparison: dict | None, registered: bool) -> dict:
     if comparison is None:
-        return {
-            "what": "current champion, same clips",
-            "score": None,
-            "note": "scored at registration on these clips (reports/register.json, version tags gate.*)",
-        }
+        note = (
+            "none: no champion when this version was registered"
+            if registered
+            else "scored at registration on these clips (reports/register.json, version tags gate.*)"
+        )
+        return {"what": "current champion, same clips", "score": None, "note": note}
     return {
         "what": f"champion v{comparison['champion_version']}, same clips",
         "score": float(comparison["champion"]),

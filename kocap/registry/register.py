@@ -55,7 +55,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     if version.tags.get(STATE) != "complete":
         complete(client, cfg, root, version, metrics, validation, hashes)
     report = report_of(client.get_model_version(name, version.version))
-    report["placement"] = placement(metrics, report["comparison"])
+    report["placement"] = placement(metrics, report["comparison"], registered=True)
     log_placement(client, version, report)
     write_json(root / paths.REGISTER_REPORT, report)
     return report

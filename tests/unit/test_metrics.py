@@ -173,3 +173,5 @@ def test_the_placement_puts_the_score_beside_its_reference_points():
     }
     assert other[PUBLISHED_BASELINE["label"]]["score"] is None  # never set beside a number of another metric
     assert other["current champion, same clips"]["score"] is None
+    first = {r["what"]: r for r in placement(metrics, None, registered=True)}
+    assert "no champion" in first["current champion, same clips"]["note"]
