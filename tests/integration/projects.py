@@ -12,7 +12,7 @@ from kocap.scratch import sh as _sh
 
 from ..conftest import SMALL
 
-QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=20", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
+QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=5", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
 # METEOR, the default primary metric, needs Java; on a machine without it the lifecycle runs on ROUGE-L
 PRIMARY = [] if shutil.which("java") else ["eval.primary_metric=rouge_l"]
 

@@ -17,9 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
+from kocap import paths
 from kocap.aihub.emulator import Emulator
 from kocap.config import SampleParams
 from kocap.sample.build import build_aihub_sample
@@ -165,6 +167,9 @@ def test_new_aihub_data_triggers_a_retrain_and_a_new_model_version(ops):
     (first,) = servers.wait_versions(1)
     (started,) = servers.flow_runs("lifecycle")  # by the trigger, with the event's snapshot id
     assert started["parameters"]["trigger"] == f"kocap.aihub.data-landed {first_snapshot(first)}"
+    # a champion to compare the retrained model with (the quick model may fail the gate on its own)
+    sh([sys.executable, "-m", "kocap.cli", "promote", "1", "--force", "--reason", "a champion"], project, env=env)
+    clips_before = len(pd.read_parquet(project / paths.PREDICTIONS))
 
     # new data lands on AI-Hub: more clips = new TS_/TL_ zips; the old ones are byte-identical
     build_aihub_sample(ops["served"], SampleParams(**{**SMALL, "num_clips": 32}))
@@ -174,14 +179,35 @@ def test_new_aihub_data_triggers_a_retrain_and_a_new_model_version(ops):
     assert first_snapshot(second) != first_snapshot(first)
     runs = servers.flow_runs("lifecycle")
     assert len(runs) == 2 and first_snapshot(second) in runs[1]["parameters"]["trigger"]
-    import pandas as pd
-
-    assert len(pd.read_parquet(project / "data/manifest.parquet")) == 32
+    _the_gate_rescored_the_champion_on_the_new_clips(project, servers.mlflow, clips_before)
+    assert len(pd.read_parquet(project / paths.MANIFEST)) == 32
     assert json.loads(dvc(project, "status", "--json").stdout) == {}
     # the key reached neither the Prefect logs nor MLflow
     logs = json.dumps(_api(f"{servers.prefect}/api/logs/filter", {"limit": 200}), ensure_ascii=False)
     assert "data-landed" in logs or "AI-Hub tree" in logs
     assert KEY not in logs and KEY.encode() not in (project / "mlflow.db").read_bytes()
+
+
+def _the_gate_rescored_the_champion_on_the_new_clips(project: Path, mlflow_uri: str, clips_before: int) -> None:
+    """New data changed the validation set: the champion was captioned again on the new clips and the gate
+    compared the two models there, not against the number stored when the champion was registered."""
+    from mlflow import MlflowClient
+
+    from kocap.evaluate.metrics import clip_scores
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    champion = client.get_model_version_by_alias("kocap", "champion")
+    gate = client.get_model_version("kocap", "2").tags
+    val = pd.read_parquet(project / paths.PREDICTIONS)
+    assert gate["gate.champion_version"] == str(champion.version) == "1"
+    assert int(gate["gate.clips"]) == len(val) > clips_before
+    cached = project / ".kocap-cache/champion" / f"kocap-v1-{gate['gate.val_set']}.json"
+    theirs = json.loads(cached.read_text(encoding="utf-8"))  # the champion's captions of the current clips
+    assert len(theirs) == len(val)
+    on_these_clips = clip_scores([[r] for r in val["reference"]], theirs, gate["gate.metric"])[0]
+    assert float(gate["gate.champion"]) == pytest.approx(on_these_clips, abs=1e-6)
+    rows = json.loads((project / paths.REGISTER_REPORT).read_text(encoding="utf-8"))["placement"]
+    assert any(r["what"] == "champion v1, same clips" for r in rows)
 
 
 def first_snapshot(version: dict) -> str:
