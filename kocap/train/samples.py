@@ -1,6 +1,6 @@
 """Training samples from dataset rows: the preamble both training stages (and benchmarks/train.py) share.
 
-    encoded, rows, dropped = warm_and_encode(split_rows(root), FeatureStore(model, root), tokenizer, cfg)
+encoded, rows, dropped = warm_and_encode(split_rows(root), FeatureStore(model, root), tokenizer, cfg)
 """
 
 from __future__ import annotations
