@@ -65,6 +65,9 @@ def run(
         from .aihub.client import ApiKey
 
         ApiKey(os.environ["AIHUB_APIKEY"])  # a malformed key too: refused before anything could record it
+    from .model.presets import ensure_sources
+
+    ensure_sources(root, cfg.model.chosen, offline=RunEnv.from_environ().hub_offline())  # a model that cannot load: refused here
     from flows.lifecycle import lifecycle
 
     from .workspace import exclusive

@@ -58,6 +58,10 @@ class RunEnv:
     def aihub_base_url(self) -> str | None:
         return self.environ.get("AIHUB_BASE_URL") or None
 
+    def hub_offline(self) -> bool:
+        """Hugging Face downloads are off (HF_HUB_OFFLINE, set by the offline defaults)."""
+        return str(self.environ.get("HF_HUB_OFFLINE", "")).lower() in ("1", "true", "yes", "on")
+
 
 def _prefect_secret(name: str) -> str | None:
     """The key from a Prefect Secret block, if Prefect has one saved under `name`."""

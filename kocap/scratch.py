@@ -38,6 +38,32 @@ def scratch_project(root: Path, overrides: list[str] = (), commit: bool = False)
     return root
 
 
+def newcomer_clone(dest: Path) -> Path:
+    """What `git clone` of this tree gives a newcomer: the files git tracks (as they are in the working
+    tree, so an uncommitted fix is tested too), nothing ignored or untracked, committed in a fresh repo."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (REPO / name).is_file():  # deleted in the working tree: not in the next commit either
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    sh(["git", "init", "-q"], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "-c", "user.email=new@kocap", "-c", "user.name=newcomer", "commit", "-qm", "clone"], dest)
+    return dest
+
+
+def make_recipe(target: str) -> list[str]:
+    """The shell lines of a Makefile target, with $(BIN) as this interpreter's bin folder."""
+    lines = (REPO / "Makefile").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line[1:].lstrip("@").replace("$(BIN)", str(BIN)))
+    return recipe
+
+
 def sh(cmd, cwd: Path, timeout: float | None = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command in a project as a user would there (its own PREFECT_HOME and MLflow DB unless given;
     None in `env` removes a variable); a failure raises with the end of its output."""

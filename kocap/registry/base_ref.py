@@ -32,6 +32,11 @@ class BaseNotFound(RuntimeError):
 def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
     if paths.BASE not in hashes:
         raise BaseNotFound(f"{paths.BASE} has no DVC hash in dvc.lock: run the assemble stage (dvc repro) first")
+    if not _object(_cache(root), hashes[paths.BASE]).exists():
+        raise BaseNotFound(
+            f"{paths.BASE} is recorded as {hashes[paths.BASE]} in dvc.lock, which this project's DVC cache does "
+            f"not hold: dvc.lock does not describe the base on disk; run `kocap stage assemble` (or `dvc repro`)"
+        )
     preset = cfg.model.chosen
     return {
         "md5": hashes[paths.BASE],

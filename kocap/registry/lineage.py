@@ -23,14 +23,15 @@ def git_state(root: Path) -> dict:
 
 
 def dvc_hashes(root: Path) -> dict[str, str]:
-    """path -> md5 for every dep and out in dvc.lock (folders end in .dir)."""
+    """path -> md5 (folders end in .dir) for every path in dvc.lock, each taken from the stage that
+    produces it (its `outs`). A consumer's `deps` entry is only rewritten after that consumer has run,
+    so at register time register's own deps still hold the previous run's hashes: never let them win.
+    Deps are used only for paths no stage produces (code, for instance)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) if (root / "dvc.lock").exists() else {}
-    out = {}
-    for stage in (lock or {}).get("stages", {}).values():
-        for item in stage.get("deps", []) + stage.get("outs", []):
-            if "md5" in item:
-                out[item["path"]] = item["md5"]
-    return out
+    stages = (lock or {}).get("stages", {}).values()
+    produced = {o["path"]: o["md5"] for stage in stages for o in stage.get("outs", []) if "md5" in o}
+    consumed = {d["path"]: d["md5"] for stage in stages for d in stage.get("deps", []) if "md5" in d}
+    return {**consumed, **produced}
 
 
 def aihub_snapshot(root: Path) -> dict:

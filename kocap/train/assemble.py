@@ -23,7 +23,7 @@ from .. import paths
 from ..config import Config
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
-from ..model.presets import source
+from ..model.presets import ensure_sources, source
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
 from .loop import host_peak_mb
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     preset, out = cfg.model.chosen, root / paths.BASE
+    ensure_sources(root, preset, offline=env is not None and env.hub_offline())
     shutil.rmtree(out, ignore_errors=True)
     lm_loss = None
     if preset.llm == "tiny":
@@ -95,3 +96,4 @@ def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3For
     final = float(np.mean(losses[-20:]))
     log.info("tiny LM pre-trained: %d steps, final loss %.3f", p.pretrain_steps, final)
     return model, final
+

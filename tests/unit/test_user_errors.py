@@ -36,6 +36,7 @@ def _kocap(cwd: Path, *args: str, params: str | None = None) -> subprocess.Compl
         "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
         "PREFECT_HOME": str(cwd / ".prefect"),
         "AIHUB_BASE_URL": "http://127.0.0.1:9",
+        "HF_HOME": str(cwd / "hf"),  # an empty Hugging Face cache
     }
     return subprocess.run(
         [sys.executable, "-m", "kocap.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -51,6 +52,7 @@ def _kocap(cwd: Path, *args: str, params: str | None = None) -> subprocess.Compl
         (["lineage", "models:/nosuch@champion"], None, "MLflow"),
         (["caption", "a.mp4", "--model", "models:/kocap/99"], None, "MLflow"),
         (["aihub", "tree", "71849"], None, "could not reach the AI-Hub server http://127.0.0.1:9"),
+        (["run", "model.preset=qwen3-8b"], None, "`hf download openai/clip-vit-large-patch14-336`"),
     ],
 )
 def test_user_errors_are_one_line_without_a_traceback(tmp_path, args, params, says):

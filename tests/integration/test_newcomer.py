@@ -1,0 +1,93 @@
+"""The newcomer's path itself: a clone of the committed files and the Makefile's `demo` commands, on
+the defaults, with none of the test suite's environment. Then a second run that changes the base and
+the adapter: every version's lineage names the outputs it was built from, and each version captions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kocap.env import OFFLINE_ENV
+from kocap.scratch import BIN, make_recipe, newcomer_clone
+
+from .projects import sh
+
+pytestmark = pytest.mark.slow
+# a newcomer's shell: none of the variables the test session sets (kocap's own defaults apply)
+CLEAN = {k: None for k in (*OFFLINE_ENV, "PREFECT_HOME", "MLFLOW_TRACKING_URI", "KOCAP_PROJECT")}
+
+
+def _run(cwd: Path, line: str, timeout: float = 1200):
+    return sh(["bash", "-c", line], cwd, timeout=timeout, env=CLEAN)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`make demo`'s recipe, line by line, in a clone (the install step is this interpreter's venv)."""
+    clone = newcomer_clone(tmp_path_factory.mktemp("newcomer"))
+    outputs = [_run(clone, line) for line in make_recipe("demo")]
+    return clone, outputs[-1].stdout
+
+
+def _mlflow(project: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _produced(project: Path) -> dict[str, str]:
+    """path -> md5 as each output's own stage recorded it (read by stage, independently of kocap's lineage)."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    return {o["path"]: o["md5"] for stage in lock.values() for o in stage.get("outs", []) if "md5" in o}
+
+
+def _assert_traces_to_disk(project: Path, version: str) -> None:
+    import mlflow
+
+    assert json.loads(sh([str(BIN / "dvc"), "status", "--json"], project).stdout) == {}  # dvc.lock == disk
+    produced, client = _produced(project), _mlflow(project)
+    mv = client.get_model_version("kocap", version)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    lineage = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/lineage.json")["dvc"]
+    for path in ("models/base", "models/finetune", "data/manifest.parquet", "data/validated", "data/frames"):
+        assert lineage[path] == produced[path], f"v{version} lineage of {path} is not the output it was built from"
+    assert mv.tags["base.md5"] == produced["models/base"]
+    assert all(mv.tags[f"dvc.{p}"] == produced[p] for p in ("data/manifest.parquet", "data/validated", "data/frames"))
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/kocap/{version}", dst_path=str(project / f".dl{version}")))
+    base_ref = json.loads(next(folder.rglob("base_ref.json")).read_text(encoding="utf-8"))
+    assert base_ref["md5"] == produced["models/base"]
+
+
+def _captions(project: Path, version: str) -> str:
+    clip = next((project / "data/raw").rglob("*.mp4"))
+    out = _run(project, f"{BIN}/kocap caption {clip} --model models:/kocap/{version}").stdout
+    assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 10
+    return out
+
+
+def test_make_demo_succeeds_on_a_fresh_clone(demo):
+    clone, summary = demo
+    assert "NOT up to date" not in summary
+    assert "reference:" in summary.lower() or "reference" in summary  # the caption beside its reference
+    _assert_traces_to_disk(clone, "1")
+    _captions(clone, "1")
+    assert not os.path.exists(clone / "models" / "micro")  # the tiny preset needs nothing built on the side
+
+
+def test_a_run_that_changes_the_base_registers_a_version_that_points_at_the_new_base(demo):
+    """register's dvc.lock entry still names v1's base and adapter when v2 registers: v2 must not."""
+    clone, _ = demo
+    before = _produced(clone)
+    _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 model.tiny_lm.pretrain_steps=40 stage2.epochs=1")
+    after = _produced(clone)
+    assert after["models/base"] != before["models/base"] and after["models/finetune"] != before["models/finetune"]
+    versions = sorted(int(v.version) for v in _mlflow(clone).search_model_versions("name='kocap'"))
+    assert versions == [1, 2]
+    _assert_traces_to_disk(clone, "2")
+    _captions(clone, "2")
+    assert sys.executable  # the same interpreter ran every command (BIN is its folder)
