@@ -65,9 +65,10 @@ def run(
         from .aihub.client import ApiKey
 
         ApiKey(os.environ["AIHUB_APIKEY"])  # a malformed key too: refused before anything could record it
-    from .model.presets import ensure_sources
+    from .model.sources import ensure_sources
 
-    ensure_sources(root, cfg.model.chosen, offline=RunEnv.from_environ().hub_offline())  # a model that cannot load: refused here
+    # a model that cannot be loaded is refused here, before anything runs
+    ensure_sources(root, cfg.model.chosen, offline=RunEnv.from_environ().hub_offline())
     from flows.lifecycle import lifecycle
 
     from .workspace import exclusive

@@ -226,8 +226,9 @@ class EvalParams(_Section):
 
 class RegistryParams(_Section):
     model_name: str = Field("kocap", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a registry name: no / or @
-    min_improvement: float = Field(0.01, ge=0)  # the primary metric must beat the champion's by this much
+    min_improvement: float = Field(0.01, ge=0, le=10, allow_inf_nan=False)  # the gain must exceed this (CIDEr <= 10)
     min_unique_share: float = Field(0.5, ge=0, le=1)  # diversity: below this share of unique captions = collapse
+    min_clips: int = Field(20, ge=1, le=1_000_000)  # a smaller validation set cannot crown a champion
 
 
 class OpsParams(_Section):

@@ -1,6 +1,6 @@
 """The champion's captions for the current validation set, so the gate compares on the same clips.
 
-Made once per (champion version, validation set) and cached in `.kocap-cache/champion/`: the set
+Made once per (champion run, validation set, generation budget) and cached in `.kocap-cache/champion/`: the set
 changes when new data lands, and then the champion is re-captioned rather than trusted on its old
 number. With the same frames and preset as now, the cached tower features are reused; otherwise the
 champion decodes the validation videos with its own frame settings.
@@ -22,17 +22,26 @@ log = logging.getLogger(__name__)
 CACHE = ".kocap-cache/champion"
 
 
-def champion_captions(cfg: Config, root: Path, champion, val, val_set: str) -> list[str]:
-    path = root / CACHE / f"{champion.name}-v{champion.version}-{val_set}.json"
+def champion_captions(cfg: Config, root: Path, champion, val, val_set: str, max_new_tokens: int) -> list[str]:
+    """The champion's captions of `val`, made with the generation budget the challenger was given (a
+    budget frozen at the champion's registration would cut it when new data has longer captions).
+    Cached by the version's identity (its run), not its number: after `make clean` a new v1 is another model."""
+    path = root / cache_path(champion, val_set, max_new_tokens)
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     import mlflow
 
     log.info("captioning validation set %s with champion v%s (once; cached)", val_set, champion.version)
     captioner = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}").unwrap_python_model().captioner
+    captioner.max_new_tokens = max_new_tokens
     captions = _caption(captioner, cfg, root, val)
     write_json(path, captions)
     return captions
+
+
+def cache_path(champion, val_set: str, max_new_tokens: int) -> str:
+    identity = champion.run_id or f"v{champion.version}"
+    return f"{CACHE}/{champion.name}-{identity}-{val_set}-{max_new_tokens}.json"
 
 
 def _caption(captioner, cfg: Config, root: Path, val) -> list[str]:

@@ -13,6 +13,7 @@ beat the champion with the one-sided 95% lower bound of the mean per-clip gain a
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,7 +65,9 @@ def compare(
 
 
 def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) -> tuple[bool, list[str]]:
-    """Whether a challenger becomes champion, and why (every failed condition is listed)."""
+    """Whether a challenger becomes champion, and why (every failed condition is listed). Fails closed:
+    each condition is stated as what must hold, so a NaN (every comparison with it is false) or a
+    missing figure keeps the challenger a challenger, with the reason."""
     r, reasons = cfg.registry, []
     name = metrics["primary_metric"]
     if (
@@ -72,16 +75,27 @@ def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) ->
         or 0 in validation.get("kept_by_split", {}).values()
     ):
         reasons.append("validation did not pass")
-    if comparison is not None and comparison.lower95 <= r.min_improvement:
+    figures = {name: metrics.get("primary"), "unique-caption share": metrics.get("unique_share")}
+    figures["grounding"] = metrics.get("grounding")
+    if comparison is not None:
+        figures |= {"champion's score": comparison.champion, "gain lower bound": comparison.lower95}
+    broken = [k for k, v in figures.items() if not _finite(v) and not (k == "gain lower bound" and v == float("-inf"))]
+    if broken:
+        reasons.append(f"not a finite number: {', '.join(f'{k} = {figures[k]}' for k in broken)}")
+    clips = int(metrics.get("samples") or 0)
+    if not clips >= r.min_clips:
+        reasons.append(f"{clips} validation clips, fewer than registry.min_clips = {r.min_clips}: too few to judge")
+    if comparison is not None and not comparison.lower95 > r.min_improvement:
         reasons.append(
             f"{name} on the same {comparison.clips} clips: {comparison.challenger:.4f} vs champion "
             f"v{comparison.champion_version}'s {comparison.champion:.4f}; the 95% lower bound of the gain "
             f"({comparison.lower95:.4f}, paired bootstrap) does not exceed {r.min_improvement}"
         )
-    if metrics["unique_share"] < r.min_unique_share:
-        reasons.append(f"unique-caption share {metrics['unique_share']:.2f} below {r.min_unique_share} (mode collapse)")
-    if metrics["grounding"] <= 0:
-        reasons.append(f"grounding {metrics['grounding']:.4f} is not positive: captions do not depend on the video")
+    unique, grounding = metrics.get("unique_share"), metrics.get("grounding")
+    if not (_finite(unique) and unique >= r.min_unique_share):
+        reasons.append(f"unique-caption share {_fmt(unique, 2)} below {r.min_unique_share} (mode collapse)")
+    if not (_finite(grounding) and grounding > 0):
+        reasons.append(f"grounding {_fmt(grounding, 4)} is not positive: captions do not depend on the video")
     if reasons:
         return False, reasons
     if comparison is None:
@@ -91,3 +105,11 @@ def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) ->
         f"v{comparison.champion_version}'s {comparison.champion:.4f} (gain 95% lower bound "
         f"{comparison.lower95:.4f} > {r.min_improvement})"
     ]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _fmt(value, digits: int) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else str(value)

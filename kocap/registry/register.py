@@ -190,9 +190,16 @@ def report_of(version) -> dict:
         "model": version.name,
         "version": int(version.version),
         "promoted": tags.get("kocap.decision") == "champion",
-        "reasons": [r for r in tags.get("kocap.reasons", "").split("; ") if r],
+        "reasons": reasons_of(tags),
         "comparison": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")} or None,
     }
+
+
+def reasons_of(tags: dict) -> list[str]:
+    """The gate's reasons as a list: from the JSON tag (a reason may itself hold "; "), else the readable one."""
+    if "kocap.reasons_json" in tags:
+        return json.loads(tags["kocap.reasons_json"])
+    return [r for r in tags.get("kocap.reasons", "").split("; ") if r]
 
 
 def served_config(cfg: Config, metrics: dict) -> Config:
@@ -255,7 +262,8 @@ def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dic
             [val["sample_id"].tolist(), val["caption_ko"].tolist(), hashes.get(paths.FRAMES)], ensure_ascii=False
         ).encode()
     ).hexdigest()[:16]
-    theirs = champion_captions(cfg, root, champion, val, val_set)
+    budget = json.loads((root / paths.METRICS).read_text(encoding="utf-8"))["max_new_tokens"]
+    theirs = champion_captions(cfg, root, champion, val, val_set, budget)
     return compare(
         [[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric, champion.version, val_set
     )
@@ -263,7 +271,8 @@ def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dic
 
 def decide(client, name: str, version: str, promote: bool, reasons: list[str], manual: bool = False) -> None:
     """Reasons, then the decision tag, then the alias: a rerun after a kill between them keeps the decision."""
-    client.set_model_version_tag(name, version, "kocap.reasons", "; ".join(reasons))
+    client.set_model_version_tag(name, version, "kocap.reasons", "; ".join(reasons))  # for people (MLflow UI)
+    client.set_model_version_tag(name, version, "kocap.reasons_json", json.dumps(reasons, ensure_ascii=False))
     client.set_model_version_tag(name, version, "kocap.manual_override", str(manual).lower())
     client.set_model_version_tag(name, version, "kocap.decision", "champion" if promote else "challenger")
     faults.point("register.decided")

@@ -23,7 +23,8 @@ from .. import paths
 from ..config import Config
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
-from ..model.presets import ensure_sources, source
+from ..model.presets import source
+from ..model.sources import ensure_sources
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
 from .loop import host_peak_mb
 
@@ -96,4 +97,3 @@ def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3For
     final = float(np.mean(losses[-20:]))
     log.info("tiny LM pre-trained: %d steps, final loss %.3f", p.pretrain_steps, final)
     return model, final
-

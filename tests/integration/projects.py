@@ -13,6 +13,8 @@ from kocap.scratch import sh as _sh
 from ..conftest import SMALL
 
 QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=5", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
+# the small sample has a handful of validation clips: the tests of registration and promotion judge on them
+FEW_CLIPS = ["registry.min_clips=1"]
 # METEOR, the default primary metric, needs Java; on a machine without it the lifecycle runs on ROUGE-L
 PRIMARY = [] if shutil.which("java") else ["eval.primary_metric=rouge_l"]
 
@@ -31,4 +33,4 @@ def dvc(cwd: Path, *args, env: dict | None = None) -> subprocess.CompletedProces
 
 def make_project(root: Path, overrides: list[str] = ()) -> Path:
     small = [f"data.sample.{k}={v}" for k, v in SMALL.items()]
-    return scratch_project(root, small + QUICK_TRAINING + PRIMARY + list(overrides), commit=True)
+    return scratch_project(root, small + QUICK_TRAINING + FEW_CLIPS + PRIMARY + list(overrides), commit=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from kocap import pipeline
-from kocap.model.presets import ensure_sources
+from kocap.model.sources import ensure_sources
 from kocap.registry.lineage import dvc_hashes
 
 from ..conftest import REPO
@@ -25,10 +25,19 @@ def test_a_consumers_stale_deps_never_override_the_producers_outs(tmp_path):
     _lock(
         tmp_path,
         {
-            "assemble": {"deps": [{"path": "kocap/model", "md5": "code1.dir"}], "outs": [{"path": "models/base", "md5": "new-base.dir"}]},
-            "finetune": {"deps": [{"path": "models/base", "md5": "new-base.dir"}], "outs": [{"path": "models/finetune", "md5": "new-ft.dir"}]},
+            "assemble": {
+                "deps": [{"path": "kocap/model", "md5": "code1.dir"}],
+                "outs": [{"path": "models/base", "md5": "new-base.dir"}],
+            },
+            "finetune": {
+                "deps": [{"path": "models/base", "md5": "new-base.dir"}],
+                "outs": [{"path": "models/finetune", "md5": "new-ft.dir"}],
+            },
             "register": {
-                "deps": [{"path": "models/base", "md5": "old-base.dir"}, {"path": "models/finetune", "md5": "old-ft.dir"}],
+                "deps": [
+                    {"path": "models/base", "md5": "old-base.dir"},
+                    {"path": "models/finetune", "md5": "old-ft.dir"},
+                ],
                 "outs": [],
             },
         },

@@ -8,7 +8,7 @@ from kocap.config import load_config
 from kocap.registry.gate import Comparison, gate, paired_lower_bound
 
 CFG = load_config("/nonexistent", ["registry.min_improvement=0.05", "registry.min_unique_share=0.5"])
-GOOD = {"primary": 1.30, "primary_metric": "cider", "unique_share": 0.9, "grounding": 0.4}
+GOOD = {"primary": 1.30, "primary_metric": "cider", "unique_share": 0.9, "grounding": 0.4, "samples": 30}
 VALID = {"reject_frac": 0.01, "kept_by_split": {"train": 200, "val": 30}}
 
 
@@ -47,6 +47,32 @@ def test_a_losing_or_unsafe_challenger_never_replaces_the_champion(metrics, vali
     assert not promote and any(why in r for r in reasons)
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "metrics, lower, why",
+    [
+        ({**GOOD, "primary": NAN}, 0.08, "not a finite number: cider = nan"),
+        ({**GOOD, "unique_share": NAN}, None, "unique-caption share nan"),
+        ({**GOOD, "grounding": NAN}, None, "grounding nan is not positive"),
+        (GOOD, NAN, "does not exceed 0.05"),  # `nan <= 0.05` is false: this promoted before
+        ({**GOOD, "samples": 5}, None, "5 validation clips, fewer than registry.min_clips = 20"),
+        ({k: v for k, v in GOOD.items() if k != "samples"}, None, "0 validation clips"),
+        ({k: v for k, v in GOOD.items() if k != "grounding"}, None, "grounding None is not positive"),
+    ],
+)
+def test_a_nan_a_missing_figure_or_a_tiny_validation_set_keeps_the_challenger(metrics, lower, why):
+    promote, reasons = gate(metrics, VALID, None if lower is None else _vs(lower), CFG)
+    assert not promote and any(why in r for r in reasons), reasons
+
+
+def test_bounds_a_user_would_accept_on_the_registry_params():
+    for bad in ("registry.min_improvement=inf", "registry.min_improvement=nan", "registry.min_clips=0"):
+        with pytest.raises(ValueError):
+            load_config("/nonexistent", [bad])
+
+
 def test_every_failed_condition_is_listed():
     _, reasons = gate({**GOOD, "unique_share": 0.1, "grounding": 0.0}, VALID, _vs(-1.0), CFG)
     assert len(reasons) == 3
@@ -60,3 +86,24 @@ def test_the_paired_bootstrap_separates_a_real_gain_from_noise():
     assert paired_lower_bound(np.zeros(40)) == 0.0  # identical captions gain exactly nothing
     assert paired_lower_bound(np.array([1.0])) == float("-inf")  # one clip cannot measure noise
     assert paired_lower_bound(noise, seed=1) == paired_lower_bound(noise, seed=1)  # seeded: repeatable
+
+
+def test_a_reason_holding_a_semicolon_stays_one_reason():
+    import json
+
+    from kocap.registry.register import reasons_of
+
+    reasons = ["manual override: checked clips 1; 2 and 3 by hand", "second"]
+    assert reasons_of({"kocap.reasons": "; ".join(reasons), "kocap.reasons_json": json.dumps(reasons)}) == reasons
+    assert reasons_of({"kocap.reasons": "a; b"}) == ["a", "b"]  # versions registered before the JSON tag
+
+
+def test_the_champions_captions_are_cached_by_its_run_and_the_budget_not_its_number():
+    from types import SimpleNamespace
+
+    from kocap.registry.champion import cache_path
+
+    old_v1 = SimpleNamespace(name="kocap", version="1", run_id="run-a")
+    new_v1 = SimpleNamespace(name="kocap", version="1", run_id="run-b")  # after `make clean`: another model
+    assert cache_path(old_v1, "set", 300) != cache_path(new_v1, "set", 300)
+    assert cache_path(old_v1, "set", 300) != cache_path(old_v1, "set", 400)  # captioned as the challenger was
