@@ -14,18 +14,20 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+SEED_MAX = 2**32 - 1  # what numpy and torch seeds accept
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class AIHubParams(_Section):
-    dataset_key: str = "71849"
-    base_url: str = "https://api.aihub.or.kr"
+    dataset_key: str = Field("71849", pattern=r"^[A-Za-z0-9_-]{1,64}$")  # it becomes part of a path
+    base_url: str = Field("https://api.aihub.or.kr", pattern=r"^https?://[^\s/]+(/\S*)?$")
     filekeys: str = "all"
     retries: int = Field(2, ge=0, le=20)
     max_failed_frac: float = Field(0.25, ge=0, le=1)  # filekeys that may fail (quarantined) before ingest stops
-    timeout_s: float = Field(60, gt=0)
+    timeout_s: float = Field(60, gt=0, le=3600)
     keep_archives: bool = False
 
     @field_validator("dataset_key", "filekeys", mode="before")
@@ -41,23 +43,15 @@ class AIHubParams(_Section):
 
 
 class SampleParams(_Section):
-    seed: int = Field(7, ge=0)
-    num_clips: int = Field(240, ge=2)
+    seed: int = Field(7, ge=0, le=SEED_MAX)
+    num_clips: int = Field(240, ge=2, le=50_000)
     val_frac: float = Field(0.15, gt=0, lt=1)
-    clips_per_zip: int = Field(60, ge=1)
-    num_images: int = Field(120, ge=0)
-    size: int = Field(96, ge=32)
-    num_frames: int = Field(16, ge=1)
-    fps: int = Field(8, ge=1)
-    part_size: int = Field(65536, ge=512)
-
-
-def _inside_project(value: str) -> str:
-    """A relative path that stays inside the project (no absolute path, no `..`)."""
-    path = Path(value)
-    if not value.strip() or path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{value!r} must be a relative path inside the project (DVC tracks it there)")
-    return value
+    clips_per_zip: int = Field(60, ge=1, le=10_000)
+    num_images: int = Field(120, ge=0, le=50_000)
+    size: int = Field(96, ge=32, le=1024)
+    num_frames: int = Field(16, ge=1, le=1024)
+    fps: int = Field(8, ge=1, le=240)
+    part_size: int = Field(65536, ge=512, le=2**31)
 
 
 class ImagesParams(_Section):
@@ -77,12 +71,9 @@ class ImagesParams(_Section):
 
 class DataParams(_Section):
     source: Literal["sample", "aihub"] = "sample"
-    raw_dir: str = "data/raw"  # inside the project: DVC tracks it as the ingest stage's output
     aihub: AIHubParams = AIHubParams()
     sample: SampleParams = SampleParams()
     images: ImagesParams = ImagesParams()
-
-    _raw_inside = field_validator("raw_dir")(classmethod(lambda cls, v: _inside_project(v)))
 
 
 class ValidateParams(_Section):
@@ -90,10 +81,10 @@ class ValidateParams(_Section):
     min_caption_chars: int = Field(20, ge=1)
     max_caption_chars: int = Field(2000, ge=1)
     min_hangul_frac: float = Field(0.5, ge=0, le=1)  # share of Hangul among a caption's letters
-    max_pixels: int = Field(3840 * 2160, ge=1)  # a larger frame is refused before any decoding
-    max_duration_s: float = Field(3600, gt=0)
-    min_fps: float = Field(1, gt=0)
-    max_fps: float = Field(240, gt=0)
+    max_pixels: int = Field(3840 * 2160, ge=1, le=8 * 7680 * 4320)  # a larger frame is refused before decoding
+    max_duration_s: float = Field(3600, gt=0, le=86400)
+    min_fps: float = Field(1, gt=0, le=1000)
+    max_fps: float = Field(240, gt=0, le=1000)
     min_image_side: int = Field(32, ge=1)
 
     @model_validator(mode="after")
@@ -104,41 +95,49 @@ class ValidateParams(_Section):
 
 
 class FramesParams(_Section):
-    num_frames: int = Field(8, ge=1)
+    num_frames: int = Field(8, ge=1, le=128)
     short_clip: Literal["pad", "reject"] = "pad"
-    workers: int = Field(0, ge=0)  # 0 = one per core
-    shard_size: int = Field(32, ge=1)  # clips per shard: the unit of parallel work and of resume
+    workers: int = Field(0, ge=0, le=256)  # 0 = one per core
+    shard_size: int = Field(32, ge=1, le=10_000)  # clips per shard: the unit of parallel work and of resume
 
 
 class TrainDefaults(_Section):
     """What a training stage takes from the preset unless params.yaml sets it (null = the preset's)."""
 
-    lr: float = Field(gt=0)
-    batch_size: int = Field(ge=1)
-    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
-    lora_r: int | None = Field(None, ge=1)  # stage 2 only
-    lora_alpha: int | None = Field(None, ge=1)
+    lr: float = Field(gt=0, le=1, allow_inf_nan=False)
+    batch_size: int = Field(ge=1, le=4096)
+    grad_accum: int = Field(1, ge=1, le=4096)  # micro-batches per optimizer step
+    lora_r: int | None = Field(None, ge=1, le=1024)  # stage 2 only
+    lora_alpha: int | None = Field(None, ge=1, le=4096)
 
 
 class Preset(_Section):
     vision: str = Field(min_length=1)  # hub id or local folder of the CLIP tower ("tiny": built from config)
     llm: str = Field(min_length=1)  # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
-    image_size: int = Field(ge=1)  # the tower's input size: frames are stored at this size
-    patch_size: int = Field(ge=1)
+    patch_size: int = Field(ge=1, le=64)
+    image_size: int = Field(ge=8, le=1024)  # the tower's input size: frames are stored at this size
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
-    eval_batch_size: int = Field(16, ge=1)  # clips per generation batch: what fits beside the KV cache
+    eval_batch_size: int = Field(16, ge=1, le=4096)  # clips per generation batch: what fits beside the KV cache
+
+    @field_validator("image_size")
+    @classmethod
+    def _even_patch_grid(cls, size: int, info):
+        patch = info.data.get("patch_size", 1)
+        if size % patch or size // patch < 2 or (size // patch) % 2:
+            raise ValueError(f"must be an even number (>= 2) of {patch}-px patches: the video pooler averages 2x2")
+        return size
 
 
 class TinyLMParams(_Section):
     """The tiny preset's stand-in for a pretrained LLM: a BPE tokenizer and a small Qwen3 pre-trained on
     the training captions (text only, no video), so stage 2 starts from a model that speaks Korean."""
 
-    vocab_size: int = Field(2000, ge=300)
-    pretrain_steps: int = Field(300, ge=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(16, ge=1)
-    seed: int = Field(0, ge=0)
+    vocab_size: int = Field(2000, ge=300, le=200_000)
+    pretrain_steps: int = Field(300, ge=0, le=1_000_000)
+    lr: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    batch_size: int = Field(16, ge=1, le=4096)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class ModelParams(_Section):
@@ -164,7 +163,7 @@ class ModelParams(_Section):
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)
-    max_length: int = Field(2048, ge=16)
+    max_length: int = Field(2048, ge=16, le=262_144)
     too_long: Literal["error", "drop"] = "error"  # a sample over max_length is never truncated
     tiny_lm: TinyLMParams = TinyLMParams()
 
@@ -184,44 +183,44 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: bf16 on sm_80+, fp1
 
 class Stage1Params(_Section):
     enabled: bool = True  # false: stage 2 starts from the assembled (fresh) projector; lineage says so
-    epochs: int = Field(1, ge=1)
-    lr: float | None = Field(None, gt=0)  # null: the preset's (model.presets.NAME.stage1)
-    batch_size: int | None = Field(None, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
+    epochs: int = Field(1, ge=1, le=1000)
+    lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.stage1)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    grad_accum: int | None = Field(None, ge=1, le=4096)
     include_videos: bool = True  # also align on the video captions (cached features)
-    max_length: int = Field(3584, ge=1)  # AnyRes images take up to 2,928 <image> positions at 336 px
-    checkpoint_every: int = Field(50, ge=1)
+    max_length: int = Field(3584, ge=1, le=262_144)  # AnyRes images take up to 2,928 <image> positions at 336 px
+    checkpoint_every: int = Field(50, ge=1, le=1_000_000)
     precision: Precision = "auto"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class Stage2Params(_Section):
-    epochs: int = Field(6, ge=1)
-    lr: float | None = Field(None, gt=0)  # null: the preset's (model.presets.NAME.stage2)
-    batch_size: int | None = Field(None, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
-    lora_r: int | None = Field(None, ge=1)
-    lora_alpha: int | None = Field(None, ge=1)
-    checkpoint_every: int = Field(50, ge=1)
+    epochs: int = Field(6, ge=1, le=1000)
+    lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.stage2)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    grad_accum: int | None = Field(None, ge=1, le=4096)
+    lora_r: int | None = Field(None, ge=1, le=1024)
+    lora_alpha: int | None = Field(None, ge=1, le=4096)
+    checkpoint_every: int = Field(50, ge=1, le=1_000_000)
     precision: Precision = "auto"
     gradient_checkpointing: bool = True  # on GPU
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class EvalParams(_Section):
     primary_metric: Literal["meteor", "cider", "bleu_4", "rouge_l"] = "meteor"
-    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = (
+    max_new_tokens: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = (
         "auto"  # auto: the longest training caption in tokens, +25% + 16
     )
-    batch_size: int | None = Field(None, ge=1)  # null: the preset's eval_batch_size
+    batch_size: int | None = Field(None, ge=1, le=4096)  # null: the preset's eval_batch_size
     do_sample: bool = False  # deterministic (greedy + the repetition guard): the gate measures the model,
     # not the dice; true = Qwen3's chat sampling (temperature, top_p, top_k)
-    temperature: float = Field(0.7, gt=0)
+    temperature: float = Field(0.7, gt=0, le=100, allow_inf_nan=False)
     top_p: float = Field(0.8, gt=0, le=1)
-    top_k: int = Field(20, ge=1)
-    repetition_penalty: float = Field(1.05, gt=0)  # the repetition guard
-    seed: int = Field(0, ge=0)
-    report_samples: int = Field(24, ge=0)  # clips shown with their frame strip in the HTML report
+    top_k: int = Field(20, ge=1, le=1_000_000)
+    repetition_penalty: float = Field(1.05, gt=0, le=100, allow_inf_nan=False)  # the repetition guard
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    report_samples: int = Field(24, ge=0, le=1000)  # clips shown with their frame strip in the HTML report
 
 
 class RegistryParams(_Section):
@@ -236,11 +235,11 @@ class OpsParams(_Section):
 
     work_pool: str = Field("local", min_length=1)  # the process pool that runs lifecycle and watch-aihub
     finetune_pool: str = ""  # "" = stage 2 inside the lifecycle; a pool name = the finetune deployment
-    finetune_timeout_s: int = Field(86400, gt=0)
+    finetune_timeout_s: int = Field(86400, gt=0, le=30 * 86400)
     watch_cron: str = "0 3 * * *"  # watch-aihub: when to look for new AI-Hub data
     task_runner: Literal["thread", "dask"] = "thread"  # how frame and evaluation shards fan out
-    dask_address: str = ""  # "" = a local Dask cluster; else a scheduler, tcp://host:8786
-    dask_workers: int = Field(2, ge=1)
+    dask_address: str = Field("", pattern=r"^$|^(tcp|tls|ucx)://[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # "" = local
+    dask_workers: int = Field(2, ge=1, le=1024)
 
 
 class Config(_Section):

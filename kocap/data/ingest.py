@@ -78,7 +78,7 @@ def pending(cfg: Config, root: Path, env: RunEnv) -> tuple[str, list[str]]:
     """What the watcher asks: the server tree's snapshot id and the filekeys not landed yet (new or changed)."""
     with open_source(cfg, env) as source:
         tree = _select(source.client.tree(source.dataset_key), cfg.data.aihub.filekey_list())
-        landed = _load_landed(root / cfg.data.raw_dir / f"{source.name}-{source.dataset_key}")
+        landed = _load_landed(root / paths.RAW / f"{source.name}-{source.dataset_key}")
     return snapshot_id(tree), [f.filekey for f in changed_files(landed, tree)]
 
 
@@ -100,7 +100,7 @@ def open_source(cfg: Config, env: RunEnv) -> Iterator[Source]:
 
 
 def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
-    raw = root / cfg.data.raw_dir / f"{source.name}-{source.dataset_key}"
+    raw = root / paths.RAW / f"{source.name}-{source.dataset_key}"
     tree = source.client.tree(source.dataset_key)
     wanted = _select(tree, cfg.data.aihub.filekey_list())
     landed = _load_landed(raw)
@@ -239,11 +239,11 @@ def ingest_images(cfg: Config, root: Path) -> int:
         captions, folder = (root / images.captions), (root / images.folder) if images.folder else None  # abs stays
         folder = folder or (captions if captions.is_dir() else captions.parent)
         rows = image_rows(images.source, captions, folder, images.caption_field)
-        table = land_images(rows, folder, root / cfg.data.raw_dir / f"images-{images.source}", root)
+        table = land_images(rows, folder, root / paths.RAW / f"images-{images.source}", root)
         write_parquet(table, root / paths.IMAGE_MANIFEST)
         return len(table)
 
-    folder = root / cfg.data.raw_dir / "images-sample"
+    folder = root / paths.RAW / "images-sample"
     if not (folder / "captions.jsonl").exists() or _count_lines(folder / "captions.jsonl") != cfg.data.sample.num_images:
         build_image_set(folder, cfg.data.sample)
     rows = [json.loads(line) for line in (folder / "captions.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -22,7 +22,8 @@ CLEAN = {k: None for k in (*OFFLINE_ENV, "PREFECT_HOME", "MLFLOW_TRACKING_URI", 
 
 
 def _run(cwd: Path, line: str, timeout: float = 1200):
-    return sh(["bash", "-c", line], cwd, timeout=timeout, env=CLEAN)
+    # the clone's own code, as `make demo` installs it there (this venv's editable install points at the repo)
+    return sh(["bash", "-c", line], cwd, timeout=timeout, env={**CLEAN, "PYTHONPATH": str(cwd)})
 
 
 @pytest.fixture(scope="module")
