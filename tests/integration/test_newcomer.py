@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def _assert_traces_to_disk(project: Path, version: str) -> None:
 
 def _captions(project: Path, version: str) -> str:
     clip = next((project / "data/raw").rglob("*.mp4"))
-    out = _run(project, f"{BIN}/kocap caption {clip} --model models:/kocap/{version}").stdout
+    out = _run(project, f"{BIN}/kocap caption {shlex.quote(str(clip))} --model models:/kocap/{version}").stdout
     assert out.startswith(str(clip)) and "ERROR" not in out and len(out.split("\t", 1)[1].strip()) > 10
     return out
 
