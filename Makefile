@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/kocap summary
 
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 tests
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow' tests

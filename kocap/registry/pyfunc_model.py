@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -160,9 +161,13 @@ def _checked_frames(captioner, path: Path) -> np.ndarray:
 
 
 def _message(exc: Exception) -> str:
-    """The reason for a user, without server paths (a decoder's message may hold the temp file's name)."""
-    text = str(exc)
-    return text.split(tempfile.gettempdir())[0].rstrip(" :'\"(") or type(exc).__name__
+    """The reason for a user, without any server path: a decoder's message holds the file's absolute path
+    (the served file's, or the temp file's; PyAV even cuts it short), so every absolute path is `<file>`."""
+    text = _ABSOLUTE_PATH.sub("<file>", str(exc)).strip()
+    return text or type(exc).__name__
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\"]*")
 
 
 mlflow.models.set_model(KocapCaptioner())

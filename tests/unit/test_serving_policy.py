@@ -50,3 +50,23 @@ def test_requests_are_refused_whole_only_when_empty_oversized_or_shapeless():
     assert _b64(base64.b64encode(b"video").decode()) == b"video"
     with pytest.raises(ValueError, match="not valid base64"):
         _b64("not base64!")
+
+
+def test_a_bad_file_inside_the_served_folder_is_answered_without_the_servers_paths(tmp_path, monkeypatch):
+    import tempfile
+    from types import SimpleNamespace
+
+    from kocap.config import load_config
+    from kocap.registry.pyfunc_model import caption_batch
+
+    root = (tmp_path / "served-videos-here").resolve()
+    root.mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # as on a server: the videos are not in /tmp
+    (root / "notes.mp4").write_text("not a video", encoding="utf-8")
+    captioner = SimpleNamespace(cfg=load_config("/nonexistent"))  # never reaches the model: nothing decodes
+    answer = caption_batch(captioner, [("path", "notes.mp4"), ("bytes", b"not a video either")], root)
+    assert list(answer["caption"]) == ["", ""] and all(answer["error"])
+    for error in answer["error"]:
+        assert "/tmp" not in error and "served-videos" not in error and "kocap-serve-" not in error, error
+    assert "not a readable video" in answer["error"][0] and "<file>" in answer["error"][0]
