@@ -31,6 +31,7 @@ import pandas as pd
 
 MAX_ITEMS = 64  # an oversized request is refused whole, with the limit in the message
 MAX_VIDEO_MB = 256  # per video sent as bytes
+MAX_REQUEST_MB = 1024  # all videos of one request together (64 x 256 MB would be 16 GB in memory)
 MAX_PATH = 4096
 ROOT_ENV = "KOCAP_SERVE_ROOT"
 
@@ -88,7 +89,19 @@ def items_of(model_input) -> list[tuple[str, object]]:
         raise RequestRefused("no videos given: send at least one video")
     if len(items) > MAX_ITEMS:
         raise RequestRefused(f"{len(items)} videos in one request; at most {MAX_ITEMS}: split the request")
+    total = sum(_sent_bytes(kind, value) for kind, value in items)
+    if total > MAX_REQUEST_MB * 2**20:
+        raise RequestRefused(
+            f"{total / 2**20:.0f} MB of video in one request; at most {MAX_REQUEST_MB} MB: split the request"
+        )
     return items
+
+
+def _sent_bytes(kind: str, value) -> int:
+    """What an item weighs once decoded (base64 carries 3 bytes in 4 characters); a path weighs nothing."""
+    if kind == "bytes":
+        return len(value)
+    return len(value) * 3 // 4 if kind == "b64" and isinstance(value, str) else 0
 
 
 def _kind(value) -> tuple[str, object]:

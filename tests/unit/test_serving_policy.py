@@ -70,3 +70,15 @@ def test_a_bad_file_inside_the_served_folder_is_answered_without_the_servers_pat
     for error in answer["error"]:
         assert "/tmp" not in error and "served-videos" not in error and "kocap-serve-" not in error, error
     assert "not a readable video" in answer["error"][0] and "<file>" in answer["error"][0]
+
+
+def test_a_request_heavier_than_the_total_limit_is_refused_whole(monkeypatch):
+    from kocap.registry import pyfunc_model
+
+    monkeypatch.setattr(pyfunc_model, "MAX_REQUEST_MB", 1)
+    half = base64.b64encode(b"x" * (600 * 1024)).decode()  # 0.6 MB each: each allowed on its own
+    assert len(items_of(pd.DataFrame({"video_b64": [half]}))) == 1
+    with pytest.raises(RequestRefused, match="at most 1 MB: split the request"):
+        items_of(pd.DataFrame({"video_b64": [half, half]}))
+    with pytest.raises(RequestRefused, match="at most 1 MB"):
+        items_of([b"x" * (600 * 1024)] * 2)
