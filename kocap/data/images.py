@@ -10,14 +10,18 @@ Every image is linked (or copied) into `data/raw/images-<source>/`, so DVC versi
 like the clips; one row per (image, caption). Nothing is judged here: the validation gate
 quarantines a missing, corrupt, tiny or huge image and an empty or non-Korean caption, with reasons.
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+
+from ..io import temp_beside
 
 
 def image_rows(source: str, captions: Path, folder: Path, caption_field: str = "caption") -> list[dict]:
@@ -37,8 +41,11 @@ def image_rows(source: str, captions: Path, folder: Path, caption_field: str = "
 def _coco(data) -> list[dict]:
     if isinstance(data, dict):  # COCO's own layout
         files = {img["id"]: img["file_name"] for img in data.get("images", [])}
-        return [{"file": files[a["image_id"]], "caption": a.get("caption", "")} for a in data.get("annotations", [])
-                if a.get("image_id") in files]
+        return [
+            {"file": files[a["image_id"]], "caption": a.get("caption", "")}
+            for a in data.get("annotations", [])
+            if a.get("image_id") in files
+        ]
     rows = []  # AI-Hub's Korean MS-COCO: a list with several Korean captions per image
     for item in data:
         name = item.get("file_path") or item.get("file_name")
@@ -57,14 +64,20 @@ def land_images(rows: list[dict], folder: Path, raw: Path, root: Path) -> pd.Dat
     out, counts = [], {}
     for row in rows:
         rel = PurePosixPath(str(row["file"]).replace("\\", "/"))
-        if rel.is_absolute() or ".." in rel.parts:
-            rel = PurePosixPath(rel.name)  # never write outside raw/
+        if rel.is_absolute() or ".." in rel.parts:  # never write outside raw/; the hash keeps two such
+            digest = hashlib.sha256(rel.as_posix().encode()).hexdigest()[:12]  # files with one name apart
+            rel = PurePosixPath(f"outside-{digest}-{rel.name}")
         dest = raw / rel
         _link(folder / str(row["file"]), dest)
         stem = rel.as_posix().rsplit(".", 1)[0].replace("/", "_")
         counts[stem] = counts.get(stem, 0) + 1
-        out.append({"image_id": f"{stem}-{counts[stem]}", "image_path": dest.relative_to(root).as_posix(),
-                    "caption_ko": row["caption"]})
+        out.append(
+            {
+                "image_id": f"{stem}-{counts[stem]}",
+                "image_path": dest.relative_to(root).as_posix(),
+                "caption_ko": row["caption"],
+            }
+        )
     return pd.DataFrame(out, columns=["image_id", "image_path", "caption_ko"])
 
 
@@ -74,5 +87,7 @@ def _link(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)
-    except OSError:  # another file system
-        shutil.copyfile(src, dest)
+    except OSError:  # another file system: copied beside, then renamed, so a killed copy never stands as the image
+        tmp = temp_beside(dest)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
