@@ -21,6 +21,7 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import LogitsProcessorList
 
 from .preprocess import normalize
 from .runtime import model_device
@@ -113,6 +114,26 @@ def answer_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
 _SAMPLING = threading.Lock()
 
 
+class NonFiniteLogits(RuntimeError):
+    """Generation met NaN or infinite logits: whatever it decoded next would be garbage, never a caption."""
+
+
+class _FiniteLogits:
+    """A logits processor that stops generation at the first non-finite logit. In fp16, Qwen-family
+    activations can overflow: the logits turn NaN and greedy decoding emits token 0 over and over, which
+    evaluation would otherwise score as a caption."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(scores).all():
+            step = input_ids.shape[1]
+            raise NonFiniteLogits(
+                f"non-finite logits (dtype {scores.dtype}) at generation position {step}: the model overflowed "
+                f"(fp16 on a T4 is the known cause); caption on a bf16-capable GPU or in fp32 on the CPU "
+                f"(CUDA_VISIBLE_DEVICES=) rather than score garbage"
+            )
+        return scores
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -150,6 +171,7 @@ def generate(
             repetition_penalty=repetition_penalty,
             eos_token_id=end,
             pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([_FiniteLogits()]),
         )
     texts = [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
     return texts, [end not in seq.tolist() for seq in out]

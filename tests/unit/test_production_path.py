@@ -115,3 +115,19 @@ def test_greedy_captions_do_not_depend_on_the_batch_or_the_seed(base):  # noqa: 
     assert [run(feats[i : i + 1])[0] for i in range(3)] == together  # alone = in a batch
     assert len(set(run(feats[:1].repeat(8, 1, 1)))) == 1  # 8 copies, one caption
     assert run(feats, seed=5) == together  # the seed changes nothing
+
+
+def test_generation_that_overflows_stops_loudly_instead_of_decoding_garbage(base):  # noqa: F811
+    """NaN logits made greedy decoding emit token 0 over and over, and evaluation scored it as a caption."""
+    import copy
+
+    from kocap.model.video_lm import NonFiniteLogits, generate
+
+    _, tok, _, _, model = base
+    broken = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        broken.lm_head.weight[0, 0] = float("inf")  # what an fp16 overflow leaves in the activations
+    feats = torch.randn(2, video_tokens(model.config, 8), model.config.vision_config.hidden_size)
+    with pytest.raises(NonFiniteLogits, match="non-finite logits"):
+        generate(broken, tok, feats, "묘사해주세요.", 12, 512, do_sample=False)
+    assert len(generate(model.eval(), tok, feats, "묘사해주세요.", 12, 512, do_sample=False)[0]) == 2
