@@ -424,7 +424,7 @@ def user_error(exc: Exception) -> str | None:
 
     if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy, BaseNotFound)):
         return str(exc)
-    if type(exc).__name__ in ("RegistryError", "MetricUnavailable"):  # imported lazily: they pull in MLflow, Kiwi
+    if type(exc).__name__ in ("RegistryError", "MetricUnavailable", "NonFiniteLogits", "NonFiniteLoss"):  # lazily imported
         return str(exc)
     try:
         from mlflow.exceptions import MlflowException
