@@ -424,7 +424,8 @@ def user_error(exc: Exception) -> str | None:
 
     if isinstance(exc, (AIHubError, ValueError, KeyError, WorkspaceBusy, BaseNotFound)):
         return str(exc)
-    if type(exc).__name__ in ("RegistryError", "MetricUnavailable", "NonFiniteLogits", "NonFiniteLoss"):  # lazily imported
+    # imported lazily (they pull in MLflow, Kiwi, torch): matched by name
+    if type(exc).__name__ in ("RegistryError", "MetricUnavailable", "NonFiniteLogits", "NonFiniteLoss"):
         return str(exc)
     try:
         from mlflow.exceptions import MlflowException
