@@ -108,7 +108,11 @@ def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) ->
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    """A real, finite number (numpy scalars included); None, text and NaN are not."""
+    try:
+        return math.isfinite(float(value)) and not isinstance(value, (str, bool))
+    except (TypeError, ValueError):
+        return False
 
 
 def _fmt(value, digits: int) -> str:
