@@ -80,6 +80,10 @@ def test_make_demo_succeeds_on_a_fresh_clone(demo):
     _assert_traces_to_disk(clone, "1")
     _captions(clone, "1")
     assert not os.path.exists(clone / "models" / "micro")  # the tiny preset needs nothing built on the side
+    probe = _run(clone, f"{BIN}/python benchmarks/probe.py").stdout  # the benchmark stays runnable
+    rows = {line.split("|")[1].strip(): line for line in probe.splitlines() if line.startswith("| ")}
+    assert {"time", "scene", "color", "motion"} <= set(rows)
+    assert float(rows["time"].split("|")[3]) >= 0.9  # the sky's colour is in every token: a probe reads it
 
 
 def test_a_run_that_changes_the_base_registers_a_version_that_points_at_the_new_base(demo):
