@@ -81,11 +81,12 @@ def _encoded(tok, media_tokens):
     return [encode(tok, PROMPT, c, media_tokens, 2048, f"s{i}") for i, c in enumerate(CAPTIONS)]
 
 
-@pytest.mark.parametrize("storage", ["bf16", "fp32"])
-def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, storage):
+@pytest.mark.parametrize("prec, storage", [("bf16", "bf16"), ("bf16", "fp32"), ("fp16", "fp16"), ("fp16", "fp32")])
+def test_stage2_steps_and_generation_under_half_precision_autocast_on_cpu(base, tmp_path, prec, storage):
     """The dtype class of GPU bugs (embeddings in one dtype meeting a half-precision projector output in
-    masked_scatter) reproduced on the CPU with bf16 autocast, with the frozen parts stored in bf16 (as
-    on a GPU) or in fp32."""
+    masked_scatter) reproduced on the CPU with bf16 autocast, and the T4's path (fp16 autocast with a
+    GradScaler, through kocap's loop and generate), with the frozen parts stored in the compute dtype
+    (as on a GPU) or in fp32."""
     torch.manual_seed(0)
     model = load_qlora(base, lora_r=4, lora_alpha=8, prec=storage, device="cpu")
     assert model.get_input_embeddings().weight.dtype == runtime.dtype(storage)  # stored in the compute dtype ...
@@ -94,7 +95,7 @@ def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, 
     before = {n: p.detach().clone() for n, p in trainable.items()}
     tok = load_tokenizer(str(base))
     frames = np.random.default_rng(0).integers(0, 255, (2, 8, 56, 56, 3), dtype=np.uint8)
-    with runtime.autocast("bf16", "cpu"):
+    with runtime.autocast(prec, "cpu"):
         feats = pooled_features(model, frames)
     encoded = _encoded(tok, feats.shape[1])
     spec = LoopSpec(
@@ -103,7 +104,7 @@ def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, 
         checkpoint_every=10,
         checkpoint_dir=tmp_path / "ckpt",
         signature="t",
-        precision="bf16",
+        precision=prec,
         accum=2,
         device="cpu",
     )
@@ -116,7 +117,7 @@ def test_stage2_steps_and_generation_under_bf16_autocast_on_cpu(base, tmp_path, 
     assert result["steps"] == 2 and np.isfinite(result["final_loss"])
     assert any(not torch.equal(before[n], p) for n, p in trainable.items() if "lora_" in n)
     model.eval()
-    with runtime.autocast("bf16", "cpu"):
+    with runtime.autocast(prec, "cpu"):
         texts, cut = generate(model, tok, feats, PROMPT, 8, 2048, do_sample=False)
     assert len(texts) == 2 and cut == [True, True]  # a random LLM never ends its turn in 8 tokens: counted
 
