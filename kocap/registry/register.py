@@ -156,7 +156,7 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     tags = {
         **git_state(root),
         **aihub_snapshot(root),
-        **{f"dvc.{p}": h for p, h in hashes.items() if p in DATASETS.values()},
+        **{f"dvc.{p}": h for p, h in hashes.items() if p in (*DATASETS.values(), paths.FINETUNE)},
         "metric.primary": str(metrics["primary"]),
         "run_id": run_id,
         "base.md5": hashes[paths.BASE],

@@ -58,7 +58,8 @@ def _assert_traces_to_disk(project: Path, version: str) -> None:
     for path in ("models/base", "models/finetune", "data/manifest.parquet", "data/validated", "data/frames"):
         assert lineage[path] == produced[path], f"v{version} lineage of {path} is not the output it was built from"
     assert mv.tags["base.md5"] == produced["models/base"]
-    assert all(mv.tags[f"dvc.{p}"] == produced[p] for p in ("data/manifest.parquet", "data/validated", "data/frames"))
+    tagged = ("data/manifest.parquet", "data/validated", "data/frames", "models/finetune")
+    assert all(mv.tags[f"dvc.{p}"] == produced[p] for p in tagged)
     folder = Path(
         mlflow.artifacts.download_artifacts(f"models:/kocap/{version}", dst_path=str(project / f".dl{version}"))
     )
