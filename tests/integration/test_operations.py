@@ -194,6 +194,7 @@ def _the_gate_rescored_the_champion_on_the_new_clips(project: Path, mlflow_uri: 
     from mlflow import MlflowClient
 
     from kocap.evaluate.metrics import clip_scores
+    from kocap.registry.champion import cache_path
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     champion = client.get_model_version_by_alias("kocap", "champion")
@@ -201,7 +202,8 @@ def _the_gate_rescored_the_champion_on_the_new_clips(project: Path, mlflow_uri: 
     val = pd.read_parquet(project / paths.PREDICTIONS)
     assert gate["gate.champion_version"] == str(champion.version) == "1"
     assert int(gate["gate.clips"]) == len(val) > clips_before
-    cached = project / ".kocap-cache/champion" / f"kocap-v1-{gate['gate.val_set']}.json"
+    budget = json.loads((project / paths.METRICS).read_text(encoding="utf-8"))["max_new_tokens"]
+    cached = project / cache_path(champion, gate["gate.val_set"], budget)  # captioned with v2's budget
     theirs = json.loads(cached.read_text(encoding="utf-8"))  # the champion's captions of the current clips
     assert len(theirs) == len(val)
     on_these_clips = clip_scores([[r] for r in val["reference"]], theirs, gate["gate.metric"])[0]
