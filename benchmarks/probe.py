@@ -20,12 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a bare copy
 
 from kocap import paths  # noqa: E402
-from kocap.data.rows import split_rows  # noqa: E402
+from kocap.data.rows import open_frames, split_rows  # noqa: E402
 from kocap.model.build import load_base  # noqa: E402
 from kocap.model.features import FeatureStore  # noqa: E402
 from kocap.sample.facts import FACTS, read_facts  # noqa: E402
-
-ATTRS = [a for a in FACTS]
 
 
 def ridge_accuracy(xtr, ytr, xva, yva) -> float:
@@ -46,11 +44,8 @@ def ridge_accuracy(xtr, ytr, xva, yva) -> float:
 
 def views(root: Path, rows, store) -> dict[str, np.ndarray]:
     feats = store.get(rows).numpy()  # (N, frames * tokens, width)
-    k = int(np.load(root / paths.FRAMES / rows.iloc[0]["shard"], mmap_mode="r").shape[1])
-    frames = np.stack(
-        [np.load(root / paths.FRAMES / r["shard"], mmap_mode="r")[r["offset"]] for _, r in rows.iterrows()]
-    )
-    n, _, s = frames.shape[:3]
+    frames = np.stack([open_frames(root, r) for _, r in rows.iterrows()])  # (N, k, S, S, 3)
+    n, k, s = frames.shape[:3]
     small = frames.reshape(n, k, 8, s // 8, 8, s // 8, 3).mean((3, 5))
     return {
         "pooled features, all tokens": feats.reshape(len(feats), -1),
@@ -72,7 +67,7 @@ def main(root: Path) -> None:
     trained = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     header = ["fact", "majority", *vtr, "trained model"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for attr in ATTRS:
+    for attr in FACTS:
         ytr, yva = [f[attr] for f in ftr], [f[attr] for f in fva]
         majority = max(yva.count(c) for c in set(yva)) / len(yva)
         cells = [f"{ridge_accuracy(vtr[v], ytr, vva[v], yva):.2f}" for v in vtr]

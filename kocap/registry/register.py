@@ -168,7 +168,11 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     decided = client.get_model_version(name, number).tags.get("kocap.decision")
     if decided is None:  # a rerun after a kill past the decision keeps it
         champion = current_champion(client, name)
-        comparison = None if champion is None else compare_with_champion(client, cfg, root, champion, hashes)
+        comparison = (
+            None
+            if champion is None
+            else compare_with_champion(cfg, root, champion, hashes, int(metrics["max_new_tokens"]))
+        )
         promote, reasons = gate(metrics, validation, comparison, cfg)
         for key, value in (comparison.tags() if comparison else {}).items():
             client.set_model_version_tag(name, number, key, value)
@@ -247,8 +251,9 @@ def usable(version) -> bool:
     return state == "complete" or (state is None and "metric.primary" in version.tags)
 
 
-def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dict):
-    """The champion and the challenger scored on the same, current validation clips."""
+def compare_with_champion(cfg: Config, root: Path, champion, hashes: dict, max_new_tokens: int):
+    """The champion and the challenger scored on the same, current validation clips, the champion
+    captioning with the challenger's generation budget."""
     import pandas as pd
 
     from ..data.rows import split_rows
@@ -262,8 +267,7 @@ def compare_with_champion(client, cfg: Config, root: Path, champion, hashes: dic
             [val["sample_id"].tolist(), val["caption_ko"].tolist(), hashes.get(paths.FRAMES)], ensure_ascii=False
         ).encode()
     ).hexdigest()[:16]
-    budget = json.loads((root / paths.METRICS).read_text(encoding="utf-8"))["max_new_tokens"]
-    theirs = champion_captions(cfg, root, champion, val, val_set, budget)
+    theirs = champion_captions(cfg, root, champion, val, val_set, max_new_tokens)
     return compare(
         [[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric, champion.version, val_set
     )
