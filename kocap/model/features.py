@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,19 @@ from .video_lm import base_model, pooled_features
 CACHE = ".kocap-cache/features"
 
 
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def tower_key(model) -> str:
+    """A hash of the tower's config and weights, computed once per loaded tower (CLIP-L is 1.2 GB to
+    hash; evaluation builds a store per shard). The tower is frozen everywhere, so it cannot go stale."""
     tower = base_model(model).model.vision_tower
+    if tower not in _KEYS:
+        _KEYS[tower] = _hash_tower(tower)
+    return _KEYS[tower]
+
+
+def _hash_tower(tower) -> str:
     h = hashlib.sha256(tower.config.to_json_string().encode())
     for name, t in sorted(tower.state_dict().items()):
         h.update(name.encode())

@@ -144,9 +144,25 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
             name="model",
             python_model=pyfunc_model.__file__,
             artifacts={"adapter": str(root / paths.ADAPTER), "config": str(config), "base_ref": str(base)},
+            pip_requirements=serving_requirements(),
         )
         mlflow.set_tag("kocap.model_uri", info.model_uri)
     return info.model_uri
+
+
+def serving_requirements() -> list[str]:
+    """kocap's own dependencies pinned to the versions installed here. Given to `log_model`, so MLflow does
+    not load the model in a subprocess at every registration to infer them (the pyfunc imports kocap)."""
+    import importlib.metadata as md
+    import re
+
+    pinned = []
+    for spec in md.requires("kocap") or []:
+        if "extra ==" in spec:
+            continue
+        name = re.match(r"[A-Za-z0-9_.-]+", spec).group(0)
+        pinned.append(f"{name}=={md.version(name).split('+')[0]}")  # torch 2.13.0+cpu: any build of 2.13.0
+    return pinned
 
 
 def complete(client, cfg: Config, root: Path, version, metrics: dict, validation: dict, hashes: dict) -> None:

@@ -129,7 +129,7 @@ def run_loop(
         ),
     )
     scaler = torch.amp.GradScaler(spec.device, enabled=spec.precision == "fp16")
-    step = start = resume(model, opt, sched, spec)
+    step = start = resume(model, opt, sched, spec, scaler)
     model.train()
     losses = []
     while step < spec.steps:
@@ -155,7 +155,7 @@ def run_loop(
             },
         )
         if step % spec.checkpoint_every == 0 or step == spec.steps:
-            save_checkpoint(model, opt, sched, step, spec)
+            save_checkpoint(model, opt, sched, step, spec, scaler)
     return {"steps": step, "resumed_from": start, "final_loss": float(np.mean(losses[-10:])) if losses else None}
 
 
@@ -192,7 +192,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(model, opt, sched, step: int, spec: LoopSpec) -> Path:
+def save_checkpoint(model, opt, sched, step: int, spec: LoopSpec, scaler=None) -> Path:
     final = spec.checkpoint_dir / f"step-{step:07d}"
     tmp = spec.checkpoint_dir / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -204,6 +204,8 @@ def save_checkpoint(model, opt, sched, step: int, spec: LoopSpec) -> Path:
             "trainable": trainable_state(model),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
+            # fp16's loss scale and its growth tracker: a resumed run scales (and skips steps) as the unbroken one
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
@@ -225,7 +227,7 @@ def latest_checkpoint(spec: LoopSpec) -> Path | None:
     return found[-1] if found else None
 
 
-def resume(model, opt, sched, spec: LoopSpec) -> int:
+def resume(model, opt, sched, spec: LoopSpec, scaler=None) -> int:
     """Load the latest checkpoint of this run (same signature); returns the step to continue from."""
     path = latest_checkpoint(spec)
     if path is None:
@@ -243,6 +245,8 @@ def resume(model, opt, sched, spec: LoopSpec) -> int:
             named[name].copy_(value)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])

@@ -93,3 +93,57 @@ def test_anyres_preprocessing_equals_llava_next_image_processor():
         )
         expected = ref(images=img, return_tensors="np")["pixel_values"][0]
         assert np.abs(anyres(img, size) - expected).max() < 1e-6
+
+
+def test_an_fp16_run_resumed_after_a_kill_keeps_the_loss_scale_of_the_unbroken_run(tmp_path):
+    """fp16 (a T4) trains with a GradScaler whose scale halves at each overflow and grows after 2,000
+    clean steps: the checkpoint holds it, so a resumed run scales and skips steps as the unbroken one."""
+    from kocap.train.loop import LoopSpec, run_loop
+
+    def train(folder, kill_at=None):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 1)
+        spec = LoopSpec(steps=4, lr=0.1, checkpoint_every=2, checkpoint_dir=folder, signature="s", precision="fp16")
+
+        def batch(m):
+            if m == kill_at:
+                raise KeyboardInterrupt("killed")
+            z = layer(torch.ones(1, 4))
+            if m == 1:  # an overflow: d sqrt(|z - z|) is not finite, so the scaler skips the step and halves
+                return (z - z.detach()).abs().sqrt().sum(), 1, 1
+            return z.pow(2).sum(), 1, 1
+
+        return layer, spec, batch
+
+    layer, spec, batch = train(tmp_path / "a", kill_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(layer, batch, spec)
+    layer, spec, batch = train(tmp_path / "a")
+    assert run_loop(layer, batch, spec)["resumed_from"] == 2
+    unbroken_layer, unbroken_spec, unbroken_batch = train(tmp_path / "b")
+    run_loop(unbroken_layer, unbroken_batch, unbroken_spec)
+    resumed = torch.load(tmp_path / "a/step-0000004/state.pt", weights_only=False)
+    unbroken = torch.load(tmp_path / "b/step-0000004/state.pt", weights_only=False)
+    assert unbroken["scaler"]["scale"] < 2.0**16  # overflows (step 1's, and fp16's own) halved the initial 65536
+    assert resumed["scaler"] == unbroken["scaler"]
+    assert all(torch.equal(resumed["trainable"][k], unbroken["trainable"][k]) for k in unbroken["trainable"])
+
+
+def test_the_tower_is_hashed_once_per_loaded_model_and_the_key_follows_its_weights(base, monkeypatch):
+    """Evaluation builds a feature store per shard: CLIP-L's 1.2 GB are hashed once per loaded tower,
+    while a tower with other weights still gets another cache key."""
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    from kocap.model import features
+
+    folder, *_ = base
+    calls = []
+    real = features._hash_tower
+    monkeypatch.setattr(features, "_hash_tower", lambda tower: calls.append(1) or real(tower))
+    model = LlavaNextVideoForConditionalGeneration.from_pretrained(folder)
+    keys = {features.tower_key(model) for _ in range(3)}
+    assert len(keys) == 1 and len(calls) == 1
+    other = LlavaNextVideoForConditionalGeneration.from_pretrained(folder)
+    with torch.no_grad():
+        next(other.model.vision_tower.parameters()).add_(1.0)
+    assert features.tower_key(other) not in keys and len(calls) == 2
