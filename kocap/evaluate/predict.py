@@ -42,9 +42,9 @@ def predict(cfg: Config, root: Path) -> tuple[list[str], list[bool], list[str], 
     budget = resolved_budget(cfg, root)
     captioner = Captioner.load(root / paths.BASE, root / paths.ADAPTER, cfg, budget)
     val = split_rows(root, "val")
-    features = FeatureStore(captioner.model, root).get(val)
-    predictions, cut = _captions(captioner, features, cfg, root, val, "model", budget)
-    shuffled, _ = _captions(captioner, features, cfg, root, val, "shuffled", budget)
+    store = FeatureStore(captioner.model, root)
+    predictions, cut = _captions(captioner, store, cfg, root, val, "model", budget)
+    shuffled, _ = _captions(captioner, store, cfg, root, val, "shuffled", budget)
     return predictions, cut, shuffled, budget
 
 
@@ -57,14 +57,15 @@ def resolved_budget(cfg: Config, root: Path) -> int:
 
 
 def _captions(
-    captioner: Captioner, features, cfg: Config, root: Path, val: pd.DataFrame, which: str, budget: int
+    captioner: Captioner, store: FeatureStore, cfg: Config, root: Path, val: pd.DataFrame, which: str, budget: int
 ) -> tuple[list[str], list[bool]]:
-    """Captions and cut-by-budget flags, shard by shard, from the cache where a shard was made already."""
+    """Captions and cut-by-budget flags, shard by shard, from the cache where a shard was made already.
+    Features are read per shard: 71849's validation split would be ~5 GB of them at once."""
     order, out, cut = _order(cfg, len(val), which), [], []
     for start in range(0, len(val), SHARD):
         path = _shard_path(cfg, root, val, which, start, budget)
         if not path.exists():
-            _make_shard(captioner, features[order[start : start + SHARD]], cfg, start, path)
+            _make_shard(captioner, store.get(val.iloc[order[start : start + SHARD]]), cfg, start, path)
         shard = json.loads(path.read_text(encoding="utf-8"))
         out, cut = out + shard["captions"], cut + shard["cut"]
     return out, cut

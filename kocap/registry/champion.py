@@ -45,14 +45,25 @@ def cache_path(champion, val_set: str, max_new_tokens: int) -> str:
 
 
 def _caption(captioner, cfg: Config, root: Path, val) -> list[str]:
-    theirs = captioner.cfg
-    if theirs.section("frames") == cfg.section("frames") and theirs.model.chosen == cfg.model.chosen:
-        from ..model.features import FeatureStore
-
-        features = FeatureStore(captioner.model, root).get(val)
-        return captioner.caption_features(features, seed=theirs.eval.seed)
+    """The champion's captions, one generation batch of features (or decoded videos) in memory at a time."""
     import pandas as pd
 
-    videos = pd.read_parquet(root / paths.VALID_CLIPS).set_index("sample_id").loc[val["sample_id"], "video_path"]
-    frames = np.stack([captioner.frames(root / p) for p in videos])
-    return captioner.caption_frames(frames)
+    from ..model.features import FeatureStore
+    from ..model.video_lm import pooled_features
+
+    theirs, size = captioner.cfg, captioner.cfg.eval.batch_size
+    if theirs.section("frames") == cfg.section("frames") and theirs.model.chosen == cfg.model.chosen:
+        store = FeatureStore(captioner.model, root)
+        features = store.get
+    else:  # another frame sampling or preset: the champion's own frames from the videos
+        videos = pd.read_parquet(root / paths.VALID_CLIPS).set_index("sample_id")["video_path"]
+
+        def features(rows):
+            frames = np.stack([captioner.frames(root / videos[s]) for s in rows["sample_id"]])
+            return pooled_features(captioner.model, frames).float()
+
+    out = []
+    for start in range(0, len(val), size):
+        batch = features(val.iloc[start : start + size])
+        out += captioner.caption_features(batch, batch_size=size, seed=theirs.eval.seed + start)
+    return out

@@ -45,6 +45,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     tokenizer = load_tokenizer(str(root / paths.BASE))
     model = load_frozen(root / paths.BASE, prec, dev)
     items, dropped = image_items(cfg, root, tokenizer, model)
+    image_size = model.config.vision_config.image_size
     store = videos = None
     if s.include_videos:
         store = FeatureStore(model, root)
@@ -62,7 +63,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         losses, tokens = [], 0
         for kind, payload in chosen:
             if kind == "image":
-                ids, labels, pixels, size = (t.to(dev) for t in payload)
+                ids, labels, pixels, size = (t.to(dev) for t in image_inputs(root, payload, image_size))
                 losses.append(
                     answer_loss(model, labels, input_ids=ids, pixel_values=pixels.to(model.dtype), image_sizes=size)
                 )
@@ -124,17 +125,17 @@ def load_frozen(base_dir: Path, prec: str, dev: str):
 
 
 def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
-    """(ids, labels, AnyRes pixels, size) per stage-1 image, `<image>` expanded to what the model consumes;
-    an image over `stage1.max_length` follows `model.too_long` (an error naming it, or a counted drop)."""
+    """("image", (ids, labels, path, height, width)) per stage-1 image, `<image>` expanded to what the model
+    consumes; pixels are decoded per micro-batch (`image_inputs`), so host memory does not grow with the
+    image count (AnyRes at 336 px is up to 6.8 MB of float32 an image: terabytes for MS-COCO). An image over
+    `stage1.max_length` follows `model.too_long` (an error naming it, or a counted drop)."""
     from PIL import Image
 
     table = pd.read_parquet(root / paths.VALID_IMAGES)
-    size = model.config.vision_config.image_size
     items, dropped = [], 0
     for _, row in table.iterrows():
         with Image.open(root / row["image_path"]) as im:
-            img = np.asarray(im.convert("RGB"))
-        h, w = img.shape[:2]
+            w, h = im.size  # read from the header: nothing is decoded here
         try:
             enc = encode(
                 tokenizer,
@@ -150,19 +151,26 @@ def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
                 raise
             dropped += 1
             continue
-        items.append(
-            (
-                "image",
-                (
-                    torch.tensor([enc.input_ids]),
-                    torch.tensor([enc.labels]),
-                    torch.from_numpy(anyres(img, size))[None],
-                    torch.tensor([[h, w]]),
-                ),
-            )
-        )
+        items.append(("image", (enc.input_ids, enc.labels, row["image_path"], h, w)))
     if dropped:
         log.warning(
             "%d image(s) longer than stage1.max_length=%d dropped (never truncated)", dropped, cfg.stage1.max_length
         )
     return items, dropped
+
+
+def image_inputs(root: Path, item: tuple, size: int) -> tuple[torch.Tensor, ...]:
+    """One image item's model inputs, decoded now: (ids, labels, AnyRes pixels, [[height, width]])."""
+    from PIL import Image
+
+    ids, labels, image_path, h, w = item
+    with Image.open(root / image_path) as im:
+        img = np.asarray(im.convert("RGB"))
+    if img.shape[:2] != (h, w):
+        raise ValueError(f"{image_path} changed size during stage 1 ({h}x{w} -> {img.shape[0]}x{img.shape[1]})")
+    return (
+        torch.tensor([ids]),
+        torch.tensor([labels]),
+        torch.from_numpy(anyres(img, size))[None],
+        torch.tensor([[h, w]]),
+    )

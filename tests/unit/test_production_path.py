@@ -104,6 +104,26 @@ def test_stage1_images_over_their_max_length_follow_the_too_long_policy(base, tm
         align.image_items(load_config("params.yaml", ["stage1.max_length=300"]), tmp_path, tok, model)
 
 
+def test_stage1_image_items_hold_no_pixels_and_decode_per_micro_batch(base, tmp_path):  # noqa: F811
+    """Stage 1's memory must not grow with the image count (MS-COCO is ~600,000 pairs): an item holds
+    ids and a path, and the AnyRes pixels are decoded when its micro-batch trains."""
+    from kocap.model.preprocess import anyres
+
+    folder, tok, _, _, model = base
+    (tmp_path / "data/validated").mkdir(parents=True)
+    image = np.random.default_rng(0).integers(0, 256, (150, 100, 3), dtype=np.uint8)  # taller than wide
+    Image.fromarray(image).save(tmp_path / "tall.png")
+    pd.DataFrame({"sample_id": ["tall"], "image_path": ["tall.png"], "caption_ko": CAPTIONS[:1]}).to_parquet(
+        tmp_path / "data/validated/images.parquet"
+    )
+    items, _ = align.image_items(load_config("params.yaml"), tmp_path, tok, model)
+    (kind, item), size = items[0], model.config.vision_config.image_size
+    assert kind == "image" and not any(isinstance(x, (np.ndarray, torch.Tensor)) for x in item)
+    ids, labels, pixels, sizes = align.image_inputs(tmp_path, item, size)
+    assert sizes.tolist() == [[150, 100]] and ids.shape == labels.shape
+    assert torch.equal(pixels[0], torch.from_numpy(anyres(image, size)))
+
+
 def test_greedy_captions_do_not_depend_on_the_batch_or_the_seed(base):  # noqa: F811
     from kocap.model.video_lm import generate
 
