@@ -1,4 +1,5 @@
-"""The GPU check: kocap's production path on one GPU capped at a T4's 15 GiB, in minutes, offline.
+"""The GPU check: kocap's production path on one GPU capped at 13.5 GiB (a T4 has 14.6 GiB usable, and the
+CUDA context sits outside the cap), in minutes, offline.
 
     python benchmarks/gpu_check.py             # CUDA: ~5 min on an H100; prints one table at the end
     python benchmarks/gpu_check.py --smoke     # CPU: the same steps at small sizes (checks the script)
@@ -36,7 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-CAP_GIB = 15
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a bare copy of the repository
+
+CAP_GIB = 13.5  # a T4's 14.6 GiB usable, less ~1 GiB of CUDA context that the cap does not count
+EVAL_NEW_TOKENS = 540  # what evaluation generates on 71849 (the longest caption in Qwen tokens +25% +16)
 PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."  # the default model.prompt
 CAPTION = ("맑은 하늘 아래 넓은 강변 공원이 펼쳐져 있고, 산책로를 따라 키 큰 나무들이 늘어서 있다. " * 12)[:575]
 ROWS: list[dict] = []
@@ -57,8 +61,12 @@ def reset_peak(dev: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_gib(dev: str) -> float | str:
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev == "cuda" else "n/a (CPU)"
+def peak_gib(dev: str) -> str:
+    """Peak allocated / peak reserved GiB: the cap bounds what the caching allocator reserves, so the
+    reserved figure is the one that has to stay under it."""
+    if dev != "cuda":
+        return "n/a (CPU)"
+    return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} / {torch.cuda.max_memory_reserved() / 2**30:.2f}"
 
 
 # ---------------------------------------------------------------- 1. the stage code on the micro preset
@@ -173,7 +181,19 @@ def random_base(llm: str, dev: str, prec: str, smoke: bool):
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     _materialise_buffers(model, cfg, dev)
+    model.is_loaded_in_4bit = True  # as from_pretrained sets it: peft then wraps with its bnb 4-bit LoRA layers
     return model, cfg
+
+
+def lora_layer_kind(model) -> str:
+    """The class peft wrapped the LLM's linears with: `Linear4bit` (peft.tuners.lora.bnb) is what a
+    quantized from_pretrained model gets; a generic `Linear` would measure another path."""
+    kinds = {
+        type(m).__module__ + "." + type(m).__name__
+        for n, m in model.named_modules()
+        if "language_model" in n and n.endswith("q_proj")
+    }
+    return ", ".join(sorted(kinds))
 
 
 def _materialise_buffers(model, cfg, dev: str) -> None:
@@ -224,8 +244,11 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     reset_peak(dev)
     model, cfg = random_base(llm, dev, prec, smoke)
     model = add_lora(model, p.lora_r, p.lora_alpha)
+    kind = lora_layer_kind(model)
+    if "bnb.Linear4bit" not in kind:
+        raise RuntimeError(f"peft wrapped the 4-bit linears with {kind}, not its bnb 4-bit LoRA layers")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    record(preset, "weights GiB", peak_gib(dev))
+    record(preset, "weights GiB (alloc / reserved)", peak_gib(dev), kind.rsplit(".", 2)[-2] + " LoRA layers")
     size = cfg.vision_config.image_size
     frames = np.random.default_rng(0).integers(0, 255, (p.batch_size, 8, size, size, 3), dtype=np.uint8)
     feats = pooled_features(model, frames)
@@ -249,7 +272,10 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
 
         run_loop(model, batch, spec, lambda step, m: rates.append(m["samples_per_s"]))
     record(
-        preset, "stage-2 peak GiB", peak_gib(dev), f"batch {p.batch_size}, {len(encoded[0].input_ids)} tokens, {prec}"
+        preset,
+        "stage-2 peak GiB (alloc / reserved)",
+        peak_gib(dev),
+        f"batch {p.batch_size}, {len(encoded[0].input_ids)} tokens, {prec}",
     )
     record(preset, "stage-2 samples/s", round(statistics.median(rates[1:] or rates), 2), f"median of {steps} steps")
     stage1_peak(preset, model, cfg, dev, prec)
@@ -279,7 +305,7 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
         )
     value.backward()
     model.zero_grad(set_to_none=True)
-    record(preset, "stage-1 peak GiB", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
+    record(preset, "stage-1 peak GiB (alloc / reserved)", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
 
 
 def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:
@@ -287,21 +313,22 @@ def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> Non
     from kocap.model import runtime
     from kocap.model.video_lm import generate
 
-    batch = load_config(overrides=[f"model.preset={preset}"]).eval.batch_size
+    e = load_config(overrides=[f"model.preset={preset}"]).eval
+    batch = e.batch_size
     model.eval()
     reset_peak(dev)
     feats = torch.randn(batch, 8 * 144 if not smoke else 128, cfg.vision_config.hidden_size)
-    new = 96 if not smoke else 8
+    new = EVAL_NEW_TOKENS if not smoke else 8
     t = time.perf_counter()
-    with runtime.autocast(prec, dev):
-        generate(model, _Tok(cfg), feats, PROMPT, new, 4096, do_sample=False)
+    with runtime.autocast(prec, dev):  # as evaluation decodes: greedy with the repetition guard
+        generate(model, _Tok(cfg), feats, PROMPT, new, 4096, do_sample=False, repetition_penalty=e.repetition_penalty)
     if dev == "cuda":
         torch.cuda.synchronize()
     record(
         preset,
         "eval tokens/s",
         round(batch * new / (time.perf_counter() - t), 1),
-        f"batch {batch}, {new} new tokens, peak {peak_gib(dev)} GiB",
+        f"batch {batch}, {new} new tokens, peak {peak_gib(dev)} GiB (alloc / reserved)",
     )
     model.train()
 
