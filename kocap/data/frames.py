@@ -91,9 +91,20 @@ def plan_shards(table: pd.DataFrame, path_col: str, kind: str, spec: FrameSpec, 
         part = table.iloc[start : start + shard_size]
         ids, files = part["sample_id"].tolist(), part[path_col].tolist()
         content = part["source_md5"].tolist() if "source_md5" in part else files
-        blob = json.dumps([FORMAT, kind, spec.__dict__, ids, files, content], ensure_ascii=False)
-        shards.append({"key": hashlib.sha256(blob.encode()).hexdigest()[:20], "ids": ids, "paths": files})
+        spans = _spans(part)
+        blob = json.dumps([FORMAT, kind, spec.__dict__, ids, files, content, spans], ensure_ascii=False)
+        shard = {"key": hashlib.sha256(blob.encode()).hexdigest()[:20], "ids": ids, "paths": files}
+        shards.append({**shard, "spans": spans} if any(spans) else shard)
     return shards
+
+
+def _spans(part: pd.DataFrame) -> list:
+    """[start_s, end_s] per row where the label gives a time span (71495's sentences), else None."""
+    if "start_s" not in part or "end_s" not in part:
+        return [None] * len(part)
+    return [
+        [float(a), float(b)] if pd.notna(a) and pd.notna(b) else None for a, b in zip(part["start_s"], part["end_s"])
+    ]
 
 
 def _run_shards(todo: list[dict], root: Path, folder: Path, spec: FrameSpec, workers: int, kind: str) -> None:
@@ -126,10 +137,11 @@ def _pool_context():
 def extract_shard(shard: dict, root: str, folder: str, spec: FrameSpec, kind: str) -> None:
     """Decode one shard; bad files are recorded with their reason, never raised."""
     arrays, kept, rejects = [], [], []
-    for sample_id, rel in zip(shard["ids"], shard["paths"]):
+    spans = shard.get("spans") or [None] * len(shard["ids"])
+    for sample_id, rel, span in zip(shard["ids"], shard["paths"], spans):
         try:
             if kind == "clips":
-                frames, idx = load_clip(Path(root) / rel, spec)
+                frames, idx = load_clip(Path(root) / rel, spec, tuple(span) if span else None)
                 kept.append({"sample_id": sample_id, "indices": idx, "padded": len(set(idx)) < len(idx)})
             else:
                 frames = load_image(Path(root) / rel, spec)

@@ -92,17 +92,32 @@ def probe(path: Path, max_pixels: int) -> VideoInfo:
     return VideoInfo(n, fps, width, height, duration)
 
 
-def read_clip(path: Path, k: int, short_clip: str = "pad") -> tuple[np.ndarray, list[int]]:
-    """The k uniformly sampled frames of a clip, (k, H, W, 3) uint8 RGB, and their indices."""
+def span_indices(n_frames: int, fps: float, span: tuple[float, float] | None, k: int, short_clip: str) -> list[int]:
+    """`sample_indices` over the frames inside `span` (start_s, end_s): a 71495 sentence is seen with
+    the frames of its own time span, not the whole video's. No span: the whole clip."""
+    if span is None:
+        return sample_indices(n_frames, k, short_clip)
+    start_s, end_s = span
+    first, stop = max(0, int(np.floor(start_s * fps))), min(n_frames, int(np.ceil(end_s * fps)))
+    if stop <= first:
+        raise VideoError(f"span {start_s:g}-{end_s:g} s holds no frames (the video has {n_frames} at {fps:g} fps)")
+    return [first + i for i in sample_indices(stop - first, k, short_clip)]
+
+
+def read_clip(
+    path: Path, k: int, short_clip: str = "pad", span: tuple[float, float] | None = None, fps: float = 0.0
+) -> tuple[np.ndarray, list[int]]:
+    """The k uniformly sampled frames of a clip (or of its `span` in seconds, at `fps`), (k, H, W, 3)
+    uint8 RGB, and their indices."""
     try:
         import decord
 
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception:  # decord cannot open every container; PyAV reads more
         n = _pyav_count(path)
-        idx = sample_indices(n, k, short_clip)
+        idx = span_indices(n, fps, span, k, short_clip)
         return _read_pyav(path, idx), idx
-    idx = sample_indices(len(reader), k, short_clip)
+    idx = span_indices(len(reader), fps or reader.get_avg_fps(), span, k, short_clip)
     try:
         return reader.get_batch(idx).asnumpy(), idx
     except Exception as exc:
@@ -205,10 +220,11 @@ class FrameSpec:
         return cls(cfg.frames.num_frames, cfg.model.chosen.image_size, cfg.frames.short_clip, cfg.validate_.max_pixels)
 
 
-def load_clip(path: Path, spec: FrameSpec) -> tuple[np.ndarray, list[int]]:
-    """Video file -> (k, S, S, 3) uint8 frames and the source indices. Raises VideoError."""
-    probe(path, spec.max_pixels)  # refuse what should never reach a decoder
-    frames, idx = read_clip(path, spec.num_frames, spec.short_clip)
+def load_clip(path: Path, spec: FrameSpec, span: tuple[float, float] | None = None) -> tuple[np.ndarray, list[int]]:
+    """Video file (or its `span`, start and end in seconds) -> (k, S, S, 3) uint8 frames and the source
+    indices. Raises VideoError."""
+    info = probe(path, spec.max_pixels)  # refuse what should never reach a decoder
+    frames, idx = read_clip(path, spec.num_frames, spec.short_clip, span, info.fps)
     return resize_crop(frames, spec.size), idx
 
 

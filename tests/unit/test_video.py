@@ -1,5 +1,7 @@
 """Frame sampling, decoding backends, and preprocessing identical to CLIPImageProcessor."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,39 @@ def test_preprocessing_equals_clip_image_processor(h, w, size):
     ours = normalize(resize_crop(img, size))
     assert ours.shape == expected.shape == (3, size, size)
     assert np.abs(ours - expected).max() < 1e-6
+
+
+def test_each_71495_span_is_sampled_inside_its_own_time_span(tmp_path):
+    """71495 gives each sentence start_s/end_s in one video: the sentence about the red first second
+    trains on red frames, the one about the blue second on blue frames, and a span past the end is a
+    rejected sample with its reason (the rest of the shard goes on)."""
+    import pandas as pd
+
+    from kocap.data.frames import extract_shard, plan_shards
+    from kocap.data.video import FrameSpec
+
+    frames = np.zeros((16, 64, 64, 3), np.uint8)
+    frames[:8, ..., 0], frames[8:, ..., 2] = 230, 230  # 8 fps: red in 0-1 s, blue in 1-2 s
+    (tmp_path / "v.mp4").write_bytes(encode_mp4(frames, fps=8))
+    table = pd.DataFrame(
+        {
+            "sample_id": ["red", "blue", "whole", "past"],
+            "video_path": ["v.mp4"] * 4,
+            "start_s": [0.0, 1.0, None, 5.0],
+            "end_s": [1.0, 2.0, None, 6.0],
+        }
+    )
+    spec = FrameSpec(num_frames=4, size=32, short_clip="pad", max_pixels=10**7)
+    (shard,) = plan_shards(table, "video_path", "clips", spec, 8)
+    extract_shard(shard, str(tmp_path), str(tmp_path), spec, "clips")
+    meta = json.loads((tmp_path / f"{shard['key']}.json").read_text())
+    data = np.load(tmp_path / f"{shard['key']}.npy")
+    kept = {k["sample_id"]: (i, k["indices"]) for i, k in enumerate(meta["kept"])}
+    assert kept["red"][1] == [0, 2, 5, 7] and kept["blue"][1] == [8, 10, 13, 15]
+    assert kept["whole"][1] == [0, 5, 10, 15]
+    red, blue = data[kept["red"][0]].astype(int), data[kept["blue"][0]].astype(int)
+    assert (red[..., 0] > red[..., 2] + 100).all() and (blue[..., 2] > blue[..., 0] + 100).all()
+    assert [r["sample_id"] for r in meta["rejects"]] == ["past"]
+    assert "span 5-6 s holds no frames" in meta["rejects"][0]["reason"]
+    untimed = plan_shards(table.drop(columns=["start_s", "end_s"]), "video_path", "clips", spec, 8)[0]
+    assert untimed["key"] != shard["key"]  # the spans are part of what a shard's frames depend on
