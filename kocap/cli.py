@@ -79,15 +79,20 @@ def run(
 
 
 @app.command()
-def stage(name: str):
+def stage(
+    name: str,
+    wait: float = typer.Option(0, help="seconds to wait for another run in this workspace (0: stop at once)"),
+):
     """Run one stage in the current project (what `dvc repro` calls)."""
     from . import pipeline
     from .config import load_config
+    from .workspace import exclusive
 
     root = Path.cwd()
     setup_environment(root)
     _logging()
-    result = pipeline.run_stage(name, load_config(root / "params.yaml"), root, RunEnv.from_environ())
+    with exclusive(root, wait):  # `dvc repro` beside a `kocap run` would write the same outputs and versions
+        result = pipeline.run_stage(name, load_config(root / "params.yaml"), root, RunEnv.from_environ())
     typer.echo(f"{name}: done {result!s:.2000}")
 
 

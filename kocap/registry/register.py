@@ -51,7 +51,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     hashes = dvc_hashes(root)
     client, name = MlflowClient(), cfg.registry.model_name
     key = registration_key(cfg, metrics, validation, hashes)
-    version = find_version(client, name, key) or create_version(cfg, root, metrics, hashes, key)
+    version = find_version(client, name, key) or settle(
+        client, name, key, create_version(cfg, root, metrics, hashes, key)
+    )
     if version.tags.get(STATE) != "complete":
         complete(client, cfg, root, version, metrics, validation, hashes)
     report = report_of(client.get_model_version(name, version.version))
@@ -98,6 +100,24 @@ def find_version(client, name: str, key: str):
             return None
         raise
     return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def settle(client, name: str, key: str, created):
+    """After creating: if another registration of the same inputs (another workspace on this registry)
+    created one too, the lowest version number is the registration and the others are withdrawn."""
+    import logging
+
+    winner = find_version(client, name, key)
+    if winner is None or winner.version == created.version:
+        return created
+    logging.getLogger(__name__).warning(
+        "version %s of %s duplicates version %s (same inputs, registered at the same time): withdrawn",
+        created.version,
+        name,
+        winner.version,
+    )
+    client.delete_model_version(name, created.version)
+    return winner
 
 
 def create_version(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str):
@@ -181,9 +201,9 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     for key, value in tags.items():
         client.set_model_version_tag(name, number, key, value)
     client.set_registered_model_alias(name, "challenger", number)
-    decided = client.get_model_version(name, number).tags.get("kocap.decision")
-    if decided is None:  # a rerun after a kill past the decision keeps it
-        champion = current_champion(client, name)
+    champion = current_champion(client, name)
+    step = pending_decision(client.get_model_version(name, number).tags, number, champion)
+    if step == "gate":
         comparison = (
             None
             if champion is None
@@ -192,10 +212,24 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
         promote, reasons = gate(metrics, validation, comparison, cfg)
         for key, value in (comparison.tags() if comparison else {}).items():
             client.set_model_version_tag(name, number, key, value)
-        decide(client, name, number, promote, reasons)
-    elif decided == "champion":
+        decide(client, name, number, promote, reasons, against=str(champion.version) if champion else NO_CHAMPION)
+    elif step == "apply":
         client.set_registered_model_alias(name, "champion", number)
     client.set_model_version_tag(name, number, STATE, "complete")
+
+
+NO_CHAMPION = "none"
+
+
+def pending_decision(tags: dict, number, champion) -> str:
+    """What completing a registration still has to do: "gate" (no decision yet, or one taken against a
+    champion that is no longer the champion: another run or a manual promotion came in between), "apply"
+    (a promotion decided against today's champion, killed before the alias moved) or "done"."""
+    now = str(champion.version) if champion else NO_CHAMPION
+    decided = tags.get("kocap.decision")
+    if decided is None or tags.get("kocap.judged_against") != now:
+        return "done" if now == str(number) else "gate"
+    return "apply" if decided == "champion" else "done"
 
 
 def _run_of(client, version) -> str:
@@ -289,11 +323,15 @@ def compare_with_champion(cfg: Config, root: Path, champion, hashes: dict, max_n
     )
 
 
-def decide(client, name: str, version: str, promote: bool, reasons: list[str], manual: bool = False) -> None:
-    """Reasons, then the decision tag, then the alias: a rerun after a kill between them keeps the decision."""
+def decide(
+    client, name: str, version: str, promote: bool, reasons: list[str], manual: bool = False, against: str = ""
+) -> None:
+    """Reasons, the champion it was judged against, then the decision tag, then the alias: a rerun after a
+    kill between them applies the decision only while that champion still holds (pending_decision)."""
     client.set_model_version_tag(name, version, "kocap.reasons", "; ".join(reasons))  # for people (MLflow UI)
     client.set_model_version_tag(name, version, "kocap.reasons_json", json.dumps(reasons, ensure_ascii=False))
     client.set_model_version_tag(name, version, "kocap.manual_override", str(manual).lower())
+    client.set_model_version_tag(name, version, "kocap.judged_against", against)
     client.set_model_version_tag(name, version, "kocap.decision", "champion" if promote else "challenger")
     faults.point("register.decided")
     if promote:

@@ -213,7 +213,7 @@ def test_overrides_on_the_command_line_are_recorded_for_dvc(project):
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
 
 
-def test_a_second_run_in_the_same_workspace_stops_with_a_clear_message(project):
+def test_a_second_run_or_a_stage_in_the_same_workspace_stops_with_a_clear_message(project):
     from kocap.workspace import exclusive
 
     lock_before = (project / "dvc.lock").read_text(encoding="utf-8")
@@ -228,9 +228,20 @@ def test_a_second_run_in_the_same_workspace_stops_with_a_clear_message(project):
             text=True,
             timeout=120,
         )
+        registered = (project / "reports/register.json").stat().st_mtime_ns
+        stage = subprocess.run(  # the `dvc repro` path: a stage beside a run would register a second version
+            [sys.executable, "-m", "kocap.cli", "stage", "register"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 2 and "another kocap run holds" in proc.stderr and "--wait" in proc.stderr
     assert (project / "params.yaml").read_text(encoding="utf-8") == params_before  # the override was not written
     assert (project / "dvc.lock").read_text(encoding="utf-8") == lock_before
+    assert stage.returncode == 2 and "another kocap run holds" in stage.stderr
+    assert (project / "reports/register.json").stat().st_mtime_ns == registered
 
 
 def test_two_runs_started_at_once_queue_and_leave_consistent_outputs(project):

@@ -107,3 +107,50 @@ def test_the_champions_captions_are_cached_by_its_run_and_the_budget_not_its_num
     new_v1 = SimpleNamespace(name="kocap", version="1", run_id="run-b")  # after `make clean`: another model
     assert cache_path(old_v1, "set", 300) != cache_path(new_v1, "set", 300)
     assert cache_path(old_v1, "set", 300) != cache_path(old_v1, "set", 400)  # captioned as the challenger was
+
+
+def test_two_registrations_of_the_same_inputs_leave_one_version(tmp_path):
+    """Two workspaces on one registry registering the same inputs at once: each finds nothing, each
+    creates; after creating, the later one finds the earlier version and withdraws its own."""
+    from mlflow import MlflowClient
+
+    from kocap.registry.register import KEY, find_version, settle
+
+    client, name = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"), "kocap"
+    client.create_registered_model(name)
+    (tmp_path / "model").mkdir()
+    first, second = (
+        client.create_model_version(name, str(tmp_path / "model"), tags={KEY: "same-inputs"}) for _ in range(2)
+    )
+    assert settle(client, name, "same-inputs", first).version == first.version  # the earliest stays
+    kept = settle(client, name, "same-inputs", second)
+    assert kept.version == first.version
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [first.version]
+    assert find_version(client, name, "same-inputs").version == first.version
+
+
+def test_completing_an_interrupted_registration_judges_it_against_the_champion_of_now(tmp_path):
+    """v3 was decided champion against v1 and killed before the alias moved; v4 then became champion. The
+    rerun completing v3 must gate it against v4, not move the alias back (probed on the old code: it did,
+    with the reason "first champion"). Against an unchanged champion the decision is applied."""
+    from mlflow import MlflowClient
+
+    from kocap.registry.register import current_champion, pending_decision
+
+    client, name = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"), "kocap"
+    client.create_registered_model(name)
+    (tmp_path / "model").mkdir()
+    complete = {"kocap.state": "complete", "metric.primary": "0.3"}
+    for _ in range(4):
+        client.create_model_version(name, str(tmp_path / "model"), tags=complete)
+    client.set_registered_model_alias(name, "champion", "1")
+    killed = {"kocap.decision": "champion", "kocap.judged_against": "1", "kocap.state": "incomplete"}
+    assert pending_decision(killed, "3", current_champion(client, name)) == "apply"  # v1 still holds
+    client.set_registered_model_alias(name, "champion", "4")  # another run (or `kocap promote`) came in between
+    assert pending_decision(killed, "3", current_champion(client, name)) == "gate"
+    assert pending_decision({**killed, "kocap.judged_against": "4"}, "3", current_champion(client, name)) == "apply"
+    lost = {**killed, "kocap.decision": "challenger", "kocap.judged_against": "4"}
+    assert pending_decision(lost, "3", current_champion(client, name)) == "done"
+    assert pending_decision({}, "3", current_champion(client, name)) == "gate"  # killed before any decision
+    assert pending_decision({"kocap.decision": "champion"}, "3", None) == "gate"  # decided before this tag existed
+    assert pending_decision({**killed, "kocap.judged_against": "1"}, "4", current_champion(client, name)) == "done"
