@@ -409,7 +409,20 @@ def aihub_emulate(
             time.sleep(3600)
 
 
+def _stop_on_sigterm() -> None:
+    """`kill PID` (SIGTERM) ends kocap like Ctrl-C: finally blocks and atexit run, so the temporary
+    Prefect server a run started is stopped with it and the workspace lock is released (Python's default
+    SIGTERM ends the process on the spot, leaving the server to a later run's reaping)."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main():
+    _stop_on_sigterm()
     try:
         app()
     except Exception as exc:  # a clear one-line error for the user; the key never appears in messages

@@ -177,9 +177,9 @@ def build_manifest(raw: Path, landed: list[TreeFile], dataset_key: str, root: Pa
                 rejects.append({"label_path": rel, "sample_id": label.stem, "reason": str(exc)})
                 continue
             rejects += [{"label_path": rel, "sample_id": label.stem, "reason": r} for r in span_rejects]
-            video = videos.get((split, label.stem)) or videos.get((None, label.stem))
+            video, why = pair_video(videos, split, label.stem)
             if video is None:
-                rejects.append({"label_path": rel, "sample_id": label.stem, "reason": "video missing: no source file " + label.stem + ".mp4"})
+                rejects.append({"label_path": rel, "sample_id": label.stem, "reason": why})
                 continue
             vpath, vkey = video
             for s in samples:
@@ -194,17 +194,34 @@ def build_manifest(raw: Path, landed: list[TreeFile], dataset_key: str, root: Pa
 
 
 def _index_videos(raw: Path, landed: list[TreeFile]) -> dict:
-    """(split, stem) -> (path, filekey) for every source file; (None, stem) as a split-less fallback."""
-    out = {}
+    """(split, stem) -> every (path, filekey) of a source file with that stem; split None where the
+    archive's path names none. Lists, not one entry: two files with one stem must not overwrite each other."""
+    out: dict = {}
     for f in landed:
         kind, split = classify(f.path)
         folder = raw / "extracted" / f.path.removesuffix(".zip")
         if kind == "label" or not folder.is_dir():
             continue
-        for video in folder.rglob("*.mp4"):
-            out[(split, video.stem)] = (video, f.filekey)
-            out.setdefault((None, video.stem), (video, f.filekey))
+        for video in sorted(folder.rglob("*.mp4")):
+            out.setdefault((split, video.stem), []).append((video, f.filekey))
     return out
+
+
+def pair_video(videos: dict, split: str | None, stem: str) -> tuple[tuple | None, str]:
+    """The one source file for a label: same split and stem; a split-less source only when the split has
+    none of that name; any split for a split-less label. Missing or ambiguous is refused, never guessed
+    (a guess could train on a validation video, or caption one clip with another's label)."""
+    if split is None:  # any source of that name, whatever its split
+        found = [v for (_, name), vs in sorted(videos.items(), key=lambda kv: str(kv[0])) if name == stem for v in vs]
+    else:
+        found = videos.get((split, stem)) or videos.get((None, stem), [])
+    where = f" in the {split} split" if split else ""
+    if not found:
+        return None, f"video missing: no source file {stem}.mp4{where}"
+    if len(found) > 1:
+        names = ", ".join("/".join(v.parts[-3:]) for v, _ in found[:3])
+        return None, f"ambiguous: {len(found)} source files named {stem}.mp4{where} ({names}); refused, not guessed"
+    return found[0], ""
 
 
 class _Checksums:

@@ -146,6 +146,42 @@ def test_objects_missing_from_the_remote_are_pushed_again(project, tmp_path):
     ).read_bytes()
 
 
+def test_a_terminated_run_stops_the_temporary_prefect_server_it_started(project):
+    """`kill PID` (SIGTERM) of a running `kocap run`: it exits (143) and takes its temporary Prefect
+    server and the workspace lock with it; before, the server stayed up until a later run reaped it."""
+    import time
+
+    from kocap.workspace import exclusive
+
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(project / ".prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    assert _servers(project) == []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kocap.cli", "run", "eval.seed=11"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not _servers(project) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert _servers(project), "the run never started its temporary server"
+    time.sleep(3)  # inside the flow now
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    deadline = time.time() + 30
+    while _servers(project) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _servers(project) == [], "the terminated run left its temporary Prefect server running"
+    with exclusive(project):  # released: the next run is not refused
+        pass
+
+
 def _experiment(project: Path) -> str:
     return _client(project).get_experiment_by_name("kocap").experiment_id
 

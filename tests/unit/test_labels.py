@@ -82,3 +82,33 @@ def test_71495_without_any_usable_span_is_rejected_whole(tmp_path):
     data = {"duration": 10, "sentences": [{"timestamps": ["00:05.0", "00:01.0"], "sentences_ko": "x"}]}
     with pytest.raises(LabelError, match="no usable span"):
         parse_71495(read_label(_write(tmp_path, data)), "v")
+
+
+def test_a_label_pairs_only_with_its_own_splits_video_and_ambiguity_is_refused(tmp_path):
+    """The split-less fallback must not pair a training label with the validation video of the same
+    name, and two source files with one stem must not overwrite each other: refused with a reason."""
+    from kocap.aihub.tree import TreeFile
+    from kocap.data.ingest import _index_videos, pair_video
+
+    raw = tmp_path / "raw"
+    archives = {
+        "71849/Training/01.원천데이터/TS_1.zip": ["a", "dup"],
+        "71849/Training/01.원천데이터/TS_2.zip": ["dup"],
+        "71849/Validation/01.원천데이터/VS_1.zip": ["b", "c"],
+        "71849/extra/loose.zip": ["c", "d"],  # no split in its path
+    }
+    for path, stems in archives.items():
+        folder = raw / "extracted" / path.removesuffix(".zip")
+        folder.mkdir(parents=True)
+        for stem in stems:
+            (folder / f"{stem}.mp4").write_bytes(b"x")
+    videos = _index_videos(raw, [TreeFile(p, str(i), "1 MB") for i, p in enumerate(archives)])
+    assert pair_video(videos, "train", "a")[0][0].parent.name == "TS_1"
+    missing, why = pair_video(videos, "train", "b")  # only a validation video has that name
+    assert missing is None and why == "video missing: no source file b.mp4 in the train split"
+    assert pair_video(videos, "train", "d")[0][0].parent.name == "loose"  # split-less source: the fallback
+    assert pair_video(videos, "val", "c")[0][0].parent.name == "VS_1"  # its own split first
+    none, why = pair_video(videos, "train", "dup")
+    assert none is None and why.startswith("ambiguous: 2 source files named dup.mp4 in the train split")
+    none, why = pair_video(videos, None, "c")  # a split-less label, a name in two places
+    assert none is None and "ambiguous: 2 source files named c.mp4" in why
