@@ -80,14 +80,13 @@ def score(refs, predictions, shuffled, baseline, primary: str, facts: bool = Fal
 
 
 def fact_scores(references: list[str], predictions: list[str], shuffled: list[str], baseline: list[str]) -> dict:
-    """Attribute accuracy (sample/facts.py): per attribute for the model; the mean for it and both baselines."""
-    ours = attribute_accuracy(references, predictions)
-    return {
-        **{f"attribute_{k}": v for k, v in ours.items() if k != "mean"},
-        "attribute_accuracy": ours["mean"],
-        "shuffled_attribute_accuracy": attribute_accuracy(references, shuffled)["mean"],
-        "baseline_most_frequent_attribute_accuracy": attribute_accuracy(references, baseline)["mean"],
-    }
+    """Attribute accuracy (sample/facts.py) per attribute and its mean, for the model and both controls."""
+    out = {}
+    for prefix, captions in (("", predictions), ("shuffled_", shuffled), ("baseline_most_frequent_", baseline)):
+        accuracy = attribute_accuracy(references, captions)
+        out |= {f"{prefix}attribute_{k}": v for k, v in accuracy.items() if k != "mean"}
+        out[f"{prefix}attribute_accuracy"] = accuracy["mean"]
+    return out
 
 
 def log_to_mlflow(cfg: Config, root: Path, metrics: dict) -> None:

@@ -175,3 +175,44 @@ def test_the_placement_puts_the_score_beside_its_reference_points():
     assert other["current champion, same clips"]["score"] is None
     first = {r["what"]: r for r in placement(metrics, None, registered=True)}
     assert "no champion" in first["current champion, same clips"]["note"]
+
+
+def test_the_report_opens_with_the_attribute_chart_and_marks_each_clips_facts(tmp_path):
+    """reports/eval.html on the sample: bars per attribute for the model and both controls (their lengths
+    are the figures), and under each clip's frames the facts its caption got right (✓) or wrong (✗)."""
+    import pandas as pd
+
+    from kocap.evaluate.evaluation import fact_scores
+    from kocap.evaluate.report import report_html
+    from kocap.sample.facts import read_facts
+
+    rng = np.random.default_rng(3)
+    scenes = [draw_scene(rng) for _ in range(6)]
+    refs = [describe(s, rng) for s in scenes]
+    preds = refs[:5] + [describe(_wrong(scenes[5]), rng)]  # the last clip: subject, colour, time, motion wrong
+    metrics = {
+        "primary_metric": "rouge_l",
+        "primary": 0.5,
+        "rouge_l": 0.5,
+        "shuffled_rouge_l": 0.3,
+        "baseline_most_frequent_rouge_l": 0.2,
+        "samples": 6,
+        **fact_scores(refs, preds, refs[::-1], [refs[0]] * 6),
+    }
+    (tmp_path / "data/frames/clips").mkdir(parents=True)
+    np.save(tmp_path / "data/frames/clips/s.npy", np.zeros((6, 2, 8, 8, 3), np.uint8))
+    val = pd.DataFrame({"sample_id": [f"c{i}" for i in range(6)], "shard": "clips/s.npy", "offset": range(6)})
+    table = pd.DataFrame({"sample_id": val["sample_id"], "reference": refs, "prediction": preds})
+    page = report_html(tmp_path, val, table, metrics, 6)
+    assert page.index("<svg") < page.index("All metrics")  # the chart opens the page
+    width = 520 * metrics["attribute_color"]
+    assert f"width='{width:.1f}' height='8' fill='#2b6cb0'" in page
+    assert f"width='{520 * metrics['baseline_most_frequent_attribute_accuracy']:.1f}'" in page
+    last = page[page.index("<h3>c5</h3>") :]
+    truth, said = read_facts(refs[5]), read_facts(preds[5])
+    wrong = [f for f, v in truth.items() if v is not None and said[f] != v]
+    assert {"obj", "color", "time"} <= set(wrong) and last.count("✗") == len(wrong)
+    assert f"color: {truth['color']} (said {said['color']})" in last
+    assert page[page.index("<h3>c0</h3>") : page.index("<h3>c1</h3>")].count("✓") == len(
+        [v for v in read_facts(refs[0]).values() if v is not None]
+    )
