@@ -170,14 +170,19 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
     return info.model_uri
 
 
-def serving_requirements() -> list[str]:
+def serving_requirements() -> list[str] | None:
     """kocap's own dependencies pinned to the versions installed here. Given to `log_model`, so MLflow does
-    not load the model in a subprocess at every registration to infer them (the pyfunc imports kocap)."""
+    not load the model in a subprocess at every registration to infer them (the pyfunc imports kocap).
+    None (MLflow infers them) where kocap runs from a source tree that was never installed."""
     import importlib.metadata as md
     import re
 
+    try:
+        specs = md.requires("kocap") or []
+    except md.PackageNotFoundError:
+        return None
     pinned = []
-    for spec in md.requires("kocap") or []:
+    for spec in specs:
         if "extra ==" in spec:
             continue
         name = re.match(r"[A-Za-z0-9_.-]+", spec).group(0)

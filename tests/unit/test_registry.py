@@ -154,3 +154,16 @@ def test_completing_an_interrupted_registration_judges_it_against_the_champion_o
     assert pending_decision({}, "3", current_champion(client, name)) == "gate"  # killed before any decision
     assert pending_decision({"kocap.decision": "champion"}, "3", None) == "gate"  # decided before this tag existed
     assert pending_decision({**killed, "kocap.judged_against": "1"}, "4", current_champion(client, name)) == "done"
+
+
+def test_the_served_model_names_kocaps_pinned_requirements():
+    """Given to log_model (MLflow would otherwise load the model in a subprocess to infer them): each of
+    kocap's runtime dependencies at the installed version, without a local build tag such as +cpu."""
+    import importlib.metadata as md
+
+    from kocap.registry.register import serving_requirements
+
+    pinned = dict(r.split("==") for r in serving_requirements())
+    assert {"torch", "transformers", "peft", "bitsandbytes", "mlflow"} <= pinned.keys()
+    assert pinned["torch"] == md.version("torch").split("+")[0] and "+" not in "".join(pinned.values())
+    assert "pytest" not in pinned  # test extras are not served
