@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import re
 import tempfile
@@ -34,6 +35,8 @@ MAX_VIDEO_MB = 256  # per video sent as bytes
 MAX_REQUEST_MB = 1024  # all videos of one request together (64 x 256 MB would be 16 GB in memory)
 MAX_PATH = 4096
 ROOT_ENV = "KOCAP_SERVE_ROOT"
+_COLUMNS = ("video_b64", "video_path")
+_log = logging.getLogger(__name__)
 
 
 class RequestRefused(ValueError):
@@ -54,14 +57,18 @@ class KocapCaptioner(mlflow.pyfunc.PythonModel):
         self.captioner = Captioner.load(base, Path(context.artifacts["adapter"]), cfg)
 
     def predict(self, context, model_input, params=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
         try:
             items = items_of(model_input)
         except RequestRefused as exc:  # a 400 with kocap's message, no stack trace
-            from mlflow.exceptions import MlflowException
-            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-        return caption_batch(self.captioner, items, allowed_root())
+        try:
+            return caption_batch(self.captioner, items, allowed_root())
+        except Exception as exc:  # the trace stays in the server's log; the answer names no path
+            _log.exception("captioning failed")
+            raise MlflowException(f"captioning failed: {_message(exc)}", error_code=INTERNAL_ERROR) from None
 
 
 def allowed_root() -> Path | None:
@@ -81,8 +88,15 @@ def items_of(model_input) -> list[tuple[str, object]]:
                 "send a 'video_b64' column (base64 of each video file), or 'video_path' where the "
                 f"server allows paths ({ROOT_ENV})"
             )
+    elif isinstance(model_input, dict):  # the scoring server's {"inputs": {"video_b64": [...]}}
+        column = next((k for k in _COLUMNS if k in model_input), "")
+        return items_of(pd.DataFrame({column: np.asarray(model_input.get(column, [])).reshape(-1)}))
     elif isinstance(model_input, (str, Path, bytes)):
         items = [_kind(model_input)]
+    elif isinstance(model_input, np.ndarray):  # the scoring server's {"inputs": ...}: 0-d for a scalar
+        if model_input.ndim > 1:
+            raise RequestRefused(f"send a list of videos, not a {model_input.ndim}-dimensional array")
+        items = [_kind(v) for v in model_input.reshape(-1).tolist()]
     else:
         items = [_kind(v) for v in model_input]
     if not items:

@@ -150,8 +150,8 @@ def test_the_served_model_is_a_narrow_surface(project):
         stderr=subprocess.DEVNULL,
     )
 
-    def ask(columns, rows):
-        body = json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+    def ask(columns, rows, body=None):
+        body = body or json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
         return json.loads(urllib.request.urlopen(req, timeout=300).read())["predictions"]
 
@@ -176,6 +176,8 @@ def test_the_served_model_is_a_narrow_surface(project):
         probes = ask(["video_path"], [["/root/.ssh/id_rsa"], ["/root/.bashrc"], ["x" * 100_000], [str(clip)]])
         assert len({p["error"] for p in probes[:2]}) == 1 and "not read by this server" in probes[0]["error"]
         assert all(p["caption"] == "" and p["error"] for p in probes)  # a 100,000-character path fails only itself
+        (scalar,) = ask(None, None, b'{"inputs": "ok.mp4"}')  # once a 400 with the project's paths in a trace
+        assert scalar["caption"] == "" and "not read by this server" in scalar["error"]
         for rows, message in (([], "no videos given"), ([[b64(b"x")]] * 65, "at most 64")):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 ask(["video_b64"], rows)

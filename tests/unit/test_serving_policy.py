@@ -82,3 +82,40 @@ def test_a_request_heavier_than_the_total_limit_is_refused_whole(monkeypatch):
         items_of(pd.DataFrame({"video_b64": [half, half]}))
     with pytest.raises(RequestRefused, match="at most 1 MB"):
         items_of([b"x" * (600 * 1024)] * 2)
+
+
+@pytest.mark.parametrize(
+    "body, kinds",
+    [
+        ('{"inputs": "ok.mp4"}', [("path", "ok.mp4")]),
+        ('{"inputs": ["a.mp4", "b.mp4"]}', [("path", "a.mp4"), ("path", "b.mp4")]),
+        ('{"inputs": {"video_b64": ["QUJD"]}}', [("b64", "QUJD")]),
+        ('{"instances": [{"video_b64": "QUJD"}]}', [("b64", "QUJD")]),
+    ],
+)
+def test_every_json_shape_the_scoring_server_accepts_becomes_items(body, kinds):
+    """The scoring server hands predict a 0-d array for a scalar; iterating it raised a TypeError whose
+    answer was a 400 with a full stack trace naming the project's and the virtualenv's paths."""
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    assert items_of(_parse_json_data(body, None, None).data) == kinds
+
+
+def test_a_request_the_model_cannot_read_is_answered_without_a_trace_or_a_path():
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    from kocap.registry.pyfunc_model import KocapCaptioner
+
+    served = KocapCaptioner()
+    served.captioner = None  # a scalar path is refused per item before any model runs
+    answer = served.predict(None, _parse_json_data('{"inputs": "ok.mp4"}', None, None).data)
+    assert answer["caption"].tolist() == [""] and "not read by this server" in answer["error"][0]
+    for body, why in (('{"inputs": [[1, 2], [3, 4]]}', "2-dimensional"), ('{"inputs": {"x": [1]}}', "video_b64")):
+        with pytest.raises(MlflowException, match=why) as refused:
+            served.predict(None, _parse_json_data(body, None, None).data)
+        assert refused.value.get_http_status_code() == 400 and "Traceback" not in refused.value.message
+    served.captioner = object()  # a model that breaks mid-request: the answer is kocap's message, not a trace
+    with pytest.raises(MlflowException, match="captioning failed") as failed:
+        served.predict(None, [b"\x00" * 64])
+    assert "/" not in failed.value.message.split("captioning failed", 1)[1]
