@@ -99,6 +99,7 @@ class FramesParams(_Section):
     short_clip: Literal["pad", "reject"] = "pad"
     workers: int = Field(0, ge=0, le=256)  # 0 = one per core
     shard_size: int = Field(32, ge=1, le=10_000)  # clips per shard: the unit of parallel work and of resume
+    decode_timeout_s: float = Field(120, ge=1, le=3600, allow_inf_nan=False)  # per file; past it: a reject
 
 
 class TrainDefaults(_Section):

@@ -25,7 +25,8 @@ import pandas as pd
 from .. import paths
 from ..config import Config
 from ..io import write_json, write_parquet
-from .video import FrameSpec, VideoError, load_clip, load_image
+from .decoder import decoder
+from .video import FrameSpec, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     workers = cfg.frames.workers or os.cpu_count() or 1
     clips = pd.read_parquet(root / paths.VALID_CLIPS)
     images = pd.read_parquet(root / paths.VALID_IMAGES)
-    clip_index, clip_rejects = extract(clips, "video_path", "clips", root, spec, cfg.frames.shard_size, workers)
-    image_index, image_rejects = extract(images, "image_path", "images", root, spec, cfg.frames.shard_size, workers)
+    limits = {"shard_size": cfg.frames.shard_size, "workers": workers, "timeout_s": cfg.frames.decode_timeout_s}
+    clip_index, clip_rejects = extract(clips, "video_path", "clips", root, spec, **limits)
+    image_index, image_rejects = extract(images, "image_path", "images", root, spec, **limits)
     clip_index = clip_index.merge(clips[["sample_id", "split"]], on="sample_id")
     write_parquet(clip_index, root / paths.FRAMES / "clips.parquet")
     write_parquet(image_index, root / paths.FRAMES / "images.parquet")
@@ -61,18 +63,18 @@ def pending_shards(cfg: Config, root: Path) -> list[dict]:
         for shard in plan_shards(pd.read_parquet(root / table), col, kind, spec, cfg.frames.shard_size):
             if not (folder / f"{shard['key']}.json").exists():
                 jobs.append({"shard": shard, "root": str(root), "folder": str(folder), "spec": spec.__dict__,
-                             "kind": kind})
+                             "kind": kind, "timeout_s": cfg.frames.decode_timeout_s})
     return jobs
 
 
 def run_job(job: dict) -> str:
     Path(job["folder"]).mkdir(parents=True, exist_ok=True)
-    extract_shard(job["shard"], job["root"], job["folder"], FrameSpec(**job["spec"]), job["kind"])
+    extract_shard(job["shard"], job["root"], job["folder"], FrameSpec(**job["spec"]), job["kind"], job["timeout_s"])
     return job["shard"]["key"]
 
 
 def extract(table: pd.DataFrame, path_col: str, kind: str, root: Path, spec: FrameSpec, shard_size: int,
-            workers: int) -> tuple[pd.DataFrame, list[dict]]:
+            workers: int, timeout_s: float = 120) -> tuple[pd.DataFrame, list[dict]]:
     """Run every unfinished shard (in parallel), drop stale ones, return the index and the rejects."""
     folder = root / paths.FRAMES / kind
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def extract(table: pd.DataFrame, path_col: str, kind: str, root: Path, spec: Fra
     todo = [s for s in plan if not (folder / f"{s['key']}.json").exists()]
     log.info("%s: %d shard(s), %d finished before, %d to run on %d worker(s)", kind, len(plan), len(plan) - len(todo),
              len(todo), workers)
-    _run_shards(todo, root, folder, spec, workers, kind)
+    _run_shards(todo, root, folder, spec, workers, kind, timeout_s)
     _drop_stale(folder, {s["key"] for s in plan})
     return _collect(plan, folder, kind)
 
@@ -107,12 +109,13 @@ def _spans(part: pd.DataFrame) -> list:
     ]
 
 
-def _run_shards(todo: list[dict], root: Path, folder: Path, spec: FrameSpec, workers: int, kind: str) -> None:
+def _run_shards(todo: list[dict], root: Path, folder: Path, spec: FrameSpec, workers: int, kind: str,
+                timeout_s: float) -> None:
     if not todo:
         return
     from rich.progress import Progress
 
-    jobs = [(s, str(root), str(folder), spec, kind) for s in todo]
+    jobs = [(s, str(root), str(folder), spec, kind, timeout_s) for s in todo]
     with Progress(transient=True) as bar:
         task = bar.add_task(f"frames: {kind}", total=len(jobs))
         if workers <= 1 or len(jobs) == 1:
@@ -134,21 +137,20 @@ def _pool_context():
     return ctx
 
 
-def extract_shard(shard: dict, root: str, folder: str, spec: FrameSpec, kind: str) -> None:
-    """Decode one shard; bad files are recorded with their reason, never raised."""
+def extract_shard(shard: dict, root: str, folder: str, spec: FrameSpec, kind: str, timeout_s: float) -> None:
+    """Decode one shard; bad files (and files whose decoding runs past `timeout_s`) are recorded with their
+    reason, never raised."""
     arrays, kept, rejects = [], [], []
     spans = shard.get("spans") or [None] * len(shard["ids"])
     for sample_id, rel, span in zip(shard["ids"], shard["paths"], spans):
         try:
-            if kind == "clips":
-                frames, idx = load_clip(Path(root) / rel, spec, tuple(span) if span else None)
-                kept.append({"sample_id": sample_id, "indices": idx, "padded": len(set(idx)) < len(idx)})
-            else:
-                frames = load_image(Path(root) / rel, spec)
-                kept.append({"sample_id": sample_id})
-            arrays.append(frames)
-        except (VideoError, OSError, ValueError) as exc:
+            frames, idx = decoder().load(kind, Path(root) / rel, spec, span, timeout_s)
+        except VideoError as exc:
             rejects.append({"sample_id": sample_id, "reason": str(exc)})
+            continue
+        arrays.append(frames)
+        clip = {"indices": idx, "padded": len(set(idx)) < len(idx)} if kind == "clips" else {}
+        kept.append({"sample_id": sample_id, **clip})
     folder = Path(folder)
     shape = (0, spec.num_frames, spec.size, spec.size, 3) if kind == "clips" else (0, spec.size, spec.size, 3)
     data = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)

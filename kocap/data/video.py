@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Config
 from ..model.preprocess import resize_crop
+
+if TYPE_CHECKING:  # the decoding helper starts without pydantic (kocap.data.decoder)
+    from ..config import Config
 
 
 class VideoError(ValueError):
@@ -216,7 +219,7 @@ class FrameSpec:
     max_pixels: int
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "FrameSpec":
+    def from_config(cls, cfg: Config) -> FrameSpec:
         return cls(cfg.frames.num_frames, cfg.model.chosen.image_size, cfg.frames.short_clip, cfg.validate_.max_pixels)
 
 

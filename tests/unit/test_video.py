@@ -84,7 +84,7 @@ def test_each_71495_span_is_sampled_inside_its_own_time_span(tmp_path):
     )
     spec = FrameSpec(num_frames=4, size=32, short_clip="pad", max_pixels=10**7)
     (shard,) = plan_shards(table, "video_path", "clips", spec, 8)
-    extract_shard(shard, str(tmp_path), str(tmp_path), spec, "clips")
+    extract_shard(shard, str(tmp_path), str(tmp_path), spec, "clips", timeout_s=60)
     meta = json.loads((tmp_path / f"{shard['key']}.json").read_text())
     data = np.load(tmp_path / f"{shard['key']}.npy")
     kept = {k["sample_id"]: (i, k["indices"]) for i, k in enumerate(meta["kept"])}
@@ -96,3 +96,31 @@ def test_each_71495_span_is_sampled_inside_its_own_time_span(tmp_path):
     assert "span 5-6 s holds no frames" in meta["rejects"][0]["reason"]
     untimed = plan_shards(table.drop(columns=["start_s", "end_s"]), "video_path", "clips", spec, 8)[0]
     assert untimed["key"] != shard["key"]  # the spans are part of what a shard's frames depend on
+
+
+def test_a_clip_whose_decoder_never_returns_is_set_aside_and_the_shard_goes_on(tmp_path, monkeypatch):
+    """decord and PyAV have no time limit: a decoder stuck on one file stalled its shard for ever. Each
+    file now decodes in a helper with `frames.decode_timeout_s`; past it the helper is killed, the
+    clip is a reject with its reason and a fresh helper takes the next clip."""
+    import threading
+
+    import pandas as pd
+
+    from kocap.data.frames import extract_shard, plan_shards
+    from kocap.data.video import FrameSpec
+
+    for name in ("a", "stuck", "c"):
+        (tmp_path / f"{name}.mp4").write_bytes(encode_mp4(np.full((8, 32, 32, 3), 90, np.uint8), fps=8))
+    table = pd.DataFrame({"sample_id": ["a", "stuck", "c"], "video_path": ["a.mp4", "stuck.mp4", "c.mp4"]})
+    spec = FrameSpec(num_frames=4, size=16, short_clip="pad", max_pixels=10**7)
+    (shard,) = plan_shards(table, "video_path", "clips", spec, 8)
+    monkeypatch.setenv("KOCAP_FAULT", "frames.decode:stuck.mp4")  # that decode call never returns
+    worker = threading.Thread(target=extract_shard, args=(shard, str(tmp_path), str(tmp_path), spec, "clips", 2))
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the shard is still waiting on the stuck decoder"
+    meta = json.loads((tmp_path / f"{shard['key']}.json").read_text())
+    assert [k["sample_id"] for k in meta["kept"]] == ["a", "c"]
+    assert meta["rejects"] == [{"sample_id": "stuck", "reason": meta["rejects"][0]["reason"]}]
+    assert "decoding took longer than 2 s" in meta["rejects"][0]["reason"]
+    assert np.load(tmp_path / f"{shard['key']}.npy").shape == (2, 4, 16, 16, 3)
