@@ -26,7 +26,7 @@ class AIHubParams(_Section):
     base_url: str = Field("https://api.aihub.or.kr", pattern=r"^https?://[^\s/]+(/\S*)?$")
     filekeys: str = "all"
     retries: int = Field(2, ge=0, le=20)
-    max_failed_frac: float = Field(0.25, ge=0, le=1)  # filekeys that may fail (quarantined) before ingest stops
+    max_failed_frac: float = Field(0.25, ge=0, le=1)  # of the tree, by size, that may be missing before ingest stops
     timeout_s: float = Field(60, gt=0, le=3600)
     keep_archives: bool = False
 

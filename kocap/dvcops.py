@@ -67,9 +67,9 @@ def _uncached(root: Path) -> set[str]:
     }
 
 
-def recorded_objects(root: Path, paths: list[str] | None = None) -> set[str]:
+def recorded_objects(root: Path, paths: list[str] | None = None, remote=None) -> set[str]:
     """Every object the outputs in dvc.lock (all, or those at `paths`) need on a remote: single files,
-    `.dir` listings and each file a listing names (read from the local cache)."""
+    `.dir` listings and each file a listing names (read from the local cache, else from `remote`)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) if (root / "dvc.lock").exists() else None
     outs = [o for e in ((lock or {}).get("stages") or {}).values() for o in e.get("outs", [])]
     hashes = {
@@ -80,32 +80,60 @@ def recorded_objects(root: Path, paths: list[str] | None = None) -> set[str]:
     with _repo(root) as repo:
         cache = Path(repo.cache.local.path)
     for h in [h for h in hashes if h.endswith(".dir")]:
-        listing = cache / h[:2] / h[2:]
-        if listing.exists():
-            hashes |= {item["md5"] for item in json.loads(listing.read_text(encoding="utf-8"))}
+        listing = _listing(cache, remote, h)
+        hashes |= {item["md5"] for item in listing or []}
     return hashes
 
 
+def _listing(cache: Path, remote, h: str) -> list | None:
+    local = _object(cache, h)
+    if local.exists():
+        return json.loads(local.read_text(encoding="utf-8"))
+    if remote is not None and remote.exists(h):  # this machine never had it (a fresh clone, a cleaned cache)
+        return json.loads(remote.fs.cat_file(remote.oid_to_path(h)))
+    return None
+
+
+def _object(cache: Path, h: str) -> Path:
+    return cache / h[:2] / h[2:]
+
+
 def missing_on_remote(root: Path, paths: list[str] | None = None) -> list[str]:
-    """Objects recorded in dvc.lock that the default remote does not hold, checked object by object
-    (DVC itself trusts a `.dir` listing on the remote to mean all its files are there)."""
-    wanted = recorded_objects(root, paths)
+    """Objects recorded in dvc.lock that the default remote does not hold whole, checked object by object
+    (DVC itself trusts a `.dir` listing on the remote to mean all its files are there): each must exist,
+    and be as long as this machine's cached copy where it has one (a cut-off upload is not an object)."""
     with _repo(root) as repo:
-        present = set(repo.cloud.get_remote_odb().oids_exist(sorted(wanted)))
-    return sorted(wanted - present)
+        remote, cache = repo.cloud.get_remote_odb(), Path(repo.cache.local.path)
+        wanted = recorded_objects(root, paths, remote)
+        present = set(remote.oids_exist(sorted(wanted)))
+        short = {
+            h
+            for h in present
+            if _object(cache, h).exists() and _remote_size(remote, h) != _object(cache, h).stat().st_size
+        }
+    return sorted((wanted - present) | short)
+
+
+def _remote_size(remote, h: str) -> int | None:
+    try:
+        return remote.fs.size(remote.oid_to_path(h))
+    except OSError:
+        return None
 
 
 def verify_remote(root: Path, paths: list[str] | None = None) -> tuple[int, list[str]]:
-    """Push again whatever the remote lacks (from the local cache); returns (re-pushed, still missing)."""
+    """Push again whatever the remote lacks or holds cut short (from the local cache); returns
+    (re-pushed, still missing)."""
     from dvc_data.hashfile.hash_info import HashInfo
 
     missing = missing_on_remote(root, paths)
     if missing:
         with _repo(root) as repo:  # no remote index: DVC's own (stale after a killed push) would skip them again
-            cache = repo.cache.local
-            repo.cloud.transfer(
-                cache, repo.cloud.get_remote_odb(), [HashInfo("md5", h) for h in missing], cache_odb=cache
-            )
+            cache, remote = repo.cache.local, repo.cloud.get_remote_odb()
+            for h in missing:  # a cut-off copy "exists": DVC would skip it
+                if remote.exists(h):
+                    remote.fs.rm(remote.oid_to_path(h))
+            repo.cloud.transfer(cache, remote, [HashInfo("md5", h) for h in missing], cache_odb=cache)
     return len(missing), missing_on_remote(root, paths) if missing else []
 
 

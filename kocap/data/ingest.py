@@ -59,6 +59,8 @@ class IngestReport:
     images: int = 0
     conflicts: int = 0
     notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # filekeys of the selected tree not landed (so far)
+    lost_share: float = 0.0  # their share of the selected tree, by the tree's sizes: in lineage and the gate
 
 
 def run(cfg: Config, root: Path, env: RunEnv) -> dict:
@@ -67,7 +69,7 @@ def run(cfg: Config, root: Path, env: RunEnv) -> dict:
         report = ingest(source, cfg, root)
     report.images = ingest_images(cfg, root)
     write_json(root / paths.INGEST_REPORT, report.__dict__)
-    if report.failed and len(report.failed) > cfg.data.aihub.max_failed_frac * report.attempted:
+    if report.failed and report.lost_share > cfg.data.aihub.max_failed_frac:
         raise IncompleteDownloadError(report.failed)  # too much is missing to train on: stop the line
     for filekey, why in report.failed.items():
         log.warning("filekey %s quarantined (%s); the rest goes on, and it is fetched again next time", filekey, why)
@@ -116,6 +118,7 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
         report.downloaded = [f.filekey for f in newly]
         landed = [f for f in landed if f.path not in {n.path for n in newly}] + newly
         write_json(raw / "tree_snapshot.json", {**snapshot_to_json(landed), "seen_snapshot_id": snapshot_id(tree)})
+    report.missing, report.lost_share = lost_share(wanted, landed)
     manifest, rejects = build_manifest(raw, landed, source.dataset_key, root)
     where = {f.filekey: f.path for f in todo}
     failed = [{"label_path": where.get(k, ""), "sample_id": f"filekey-{k}", "reason": f"filekey {k} did not land: {why}"}
@@ -126,6 +129,23 @@ def ingest(source: Source, cfg: Config, root: Path) -> IngestReport:
     write_parquet(manifest, root / paths.MANIFEST)
     write_parquet(rejects, root / paths.INGEST_REJECTS)
     return report
+
+
+def lost_share(wanted: list[TreeFile], landed: list[TreeFile]) -> tuple[list[str], float]:
+    """The filekeys not landed and their share of the selected tree, weighed by the tree's sizes (a
+    filekey may be one label file or an archive of a thousand clips). AI-Hub shows sizes rounded ("47 GB"):
+    the midpoint is close enough for a share; where a size cannot be read, each filekey weighs the same."""
+    have = {f.path for f in landed}
+    missing = [f for f in wanted if f.path not in have]
+    if not wanted:
+        return [], 0.0
+    bounds = [f.approx_bytes() for f in wanted]
+    if any(high >= 1 << 62 for _, high in bounds):
+        share = len(missing) / len(wanted)
+    else:
+        size = {f.path: (low + high) / 2 for f, (low, high) in zip(wanted, bounds)}
+        share = sum(size[f.path] for f in missing) / sum(size.values())
+    return sorted(f.filekey for f in missing), round(share, 4)
 
 
 def _select(tree: list[TreeFile], filekeys: list[str] | None) -> list[TreeFile]:

@@ -7,12 +7,15 @@ A version holds the adapter (LoRA + projector), the tokenizer and the config; th
 qwen3-8b) lives in DVC, which already versions it as the `assemble` stage's output. `resolve` looks
 in the DVC cache of the project it runs in (a fresh clone after `dvc pull` has it), then of the
 project that registered it, then fetches from that project's DVC remote, and as a last resort
-re-assembles it from the preset's hub ids (production presets only). The folder it returns,
-`.kocap-cache/base/<hash>/`, is made of hard links into the cache: no second copy on disk.
+re-assembles it from the preset's hub ids (production presets only), and uses that only when its
+DVC hash equals the recorded one (a hub model revised since would otherwise serve a different base
+under the version's name). The folder it returns, `.kocap-cache/base/<hash>/`, is made of hard links
+into the cache: no second copy on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,8 +41,10 @@ def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
             f"not hold: dvc.lock does not describe the base on disk; run `kocap stage assemble` (or `dvc repro`)"
         )
     preset = cfg.model.chosen
+    listing = json.loads(_object(_cache(root), hashes[paths.BASE]).read_text(encoding="utf-8"))
     return {
         "md5": hashes[paths.BASE],
+        "files": {e["relpath"]: e["md5"] for e in listing},  # names what differs if it must be re-assembled
         "project": str(Path(root).resolve()),
         "preset": cfg.model.preset,
         "vision": preset.vision,
@@ -144,5 +149,41 @@ def _reassemble(project: Path, ref: dict) -> Path:
             source(project, ref["vision"]), source(project, ref["llm"]), tokenizer, ref["num_frames"], out
         )
         tokenizer.save_pretrained(out)
+        verify(out, ref)
         (out / ".complete").write_text(ref["md5"], encoding="utf-8")
     return out
+
+
+def verify(folder: Path, ref: dict) -> None:
+    """A re-assembled base is used only when it is, byte for byte, the one the version recorded."""
+    got, files = dir_md5(folder)
+    if got == ref["md5"]:
+        return
+    recorded = ref.get("files", {})
+    differ = sorted(f for f in files.keys() | recorded.keys() if files.get(f) != recorded.get(f)) if recorded else []
+    raise BaseNotFound(
+        f"the base re-assembled from {ref['vision']} + {ref['llm']} hashes to {got}, not the {ref['md5']} this "
+        f"version was trained on{f' (files that differ: {differ[:8]})' if differ else ''}: a model on the hub "
+        f"may have changed since. Restore a DVC cache or remote that holds {ref['md5']} (`dvc pull {paths.BASE}` "
+        f"at the version's commit), or pin the preset's sources to the revisions it was trained with"
+    )
+
+
+def dir_md5(folder: Path) -> tuple[str, dict[str, str]]:
+    """DVC's hash of a folder: the md5 of its `.dir` listing (each file's md5 and relpath, sorted by
+    relpath, as sorted-key JSON) plus ".dir"; and the per-file md5s."""
+    files = {
+        p.relative_to(folder).as_posix(): _file_md5(p)
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".complete"
+    }
+    listing = [{"md5": files[rel], "relpath": rel} for rel in sorted(files)]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir", files
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

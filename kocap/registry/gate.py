@@ -64,10 +64,24 @@ def compare(
     )
 
 
-def gate(metrics: dict, validation: dict, comparison: Comparison | None, cfg) -> tuple[bool, list[str]]:
+def gate(
+    metrics: dict, validation: dict, comparison: Comparison | None, cfg, lost: dict | None = None
+) -> tuple[bool, list[str]]:
     """Whether a challenger becomes champion, and why (every failed condition is listed). Fails closed:
     each condition is stated as what must hold, so a NaN (every comparison with it is false) or a
-    missing figure keeps the challenger a challenger, with the reason."""
+    missing figure keeps the challenger a challenger, with the reason. `lost` ({"share", "filekeys"}):
+    what of the dataset had not landed; a model trained on part of it says so in its reasons."""
+    promote, reasons = _judge(metrics, validation, comparison, cfg)
+    if lost and lost.get("share"):
+        keys = lost.get("filekeys") or []
+        reasons.append(
+            f"trained on partial data: {lost['share']:.1%} of the dataset (by size) had not landed "
+            f"(filekeys {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}); they are fetched again next run"
+        )
+    return promote, reasons
+
+
+def _judge(metrics: dict, validation: dict, comparison: Comparison | None, cfg) -> tuple[bool, list[str]]:
     r, reasons = cfg.registry, []
     name = metrics["primary_metric"]
     if (

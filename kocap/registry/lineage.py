@@ -40,7 +40,16 @@ def aihub_snapshot(root: Path) -> dict:
     return {
         "aihub.dataset_key": str(data.get("dataset_key", "unknown")),
         "aihub.snapshot_id": str(data.get("snapshot_id", "unknown")),
+        "aihub.lost_share": str(data.get("lost_share", "unknown")),  # of the selected tree, not landed
+        "aihub.missing_filekeys": ",".join(data.get("missing", []))[:4000],
     }
+
+
+def lost_data(root: Path) -> dict:
+    """What of the dataset had not landed when this model's data was ingested (reports/ingest.json)."""
+    report = root / paths.INGEST_REPORT
+    data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    return {"share": float(data.get("lost_share") or 0.0), "filekeys": list(data.get("missing", []))}
 
 
 def restore_commands(tags: dict) -> list[str]:

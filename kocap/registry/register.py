@@ -29,7 +29,7 @@ from ..io import write_json
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
-from .lineage import aihub_snapshot, dvc_hashes, git_state
+from .lineage import aihub_snapshot, dvc_hashes, git_state, lost_data
 
 DATASETS = {"manifest": paths.MANIFEST, "validated": paths.VALIDATED, "frames": paths.FRAMES}
 
@@ -214,7 +214,7 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
             if champion is None
             else compare_with_champion(cfg, root, champion, hashes, int(metrics["max_new_tokens"]))
         )
-        promote, reasons = gate(metrics, validation, comparison, cfg)
+        promote, reasons = gate(metrics, validation, comparison, cfg, lost=lost_data(root))
         for key, value in (comparison.tags() if comparison else {}).items():
             client.set_model_version_tag(name, number, key, value)
         decide(client, name, number, promote, reasons, against=str(champion.version) if champion else NO_CHAMPION)

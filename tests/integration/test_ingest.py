@@ -117,6 +117,7 @@ def test_a_hostile_archive_is_quarantined_and_the_rest_lands(tmp_path, server):
             ingest.run(_cfg("data.aihub.max_failed_frac=0"), tmp_path / "strict", _env(emu))  # above the gate: stop
         _, pending = ingest.pending(_cfg(), project, _env(emu))
     assert list(report["failed"]) == [evil] and "outside the target folder" in report["failed"][evil]
+    assert report["missing"] == [evil] and 0 < report["lost_share"] < 0.25  # one small archive, by the tree's sizes
     assert not list(tmp_path.rglob("escaped.mp4"))
     assert len(pd.read_parquet(project / paths.MANIFEST)) == SMALL["num_clips"]
     rejects = pd.read_parquet(project / paths.INGEST_REJECTS)

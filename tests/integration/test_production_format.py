@@ -6,6 +6,8 @@ and format bugs fail here instead of on a user's GPU. The micro pair is built fr
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -174,6 +176,28 @@ def test_the_micro_preset_runs_the_lifecycle_and_a_fresh_clone_captions_with_it(
     shutil.rmtree(clone / ".dvc/cache")
     _caption_ok(clone, clip, env)  # fetched from the DVC remote by hash
     assert (clone / ".kocap-cache/base" / md5 / ".complete").exists()
+
+    # no cache or remote holds it: re-assembled from the preset's sources, used because its hash is the recorded one
+    (project / ".dvc-remote").rename(project / ".dvc-remote-moved")
+    shutil.rmtree(clone / ".kocap-cache")
+    shutil.rmtree(clone / ".dvc/cache")
+    sh([sys.executable, "-m", "kocap.cli", "micro-preset"], clone)  # the same seeded sources ("the hub")
+    _caption_ok(clone, clip, env)
+    assert (clone / ".kocap-cache/base" / f"{md5}-reassembled" / ".complete").exists()
+    # a source changed since (a hub model revised): refused, naming what differs, never served
+    shutil.rmtree(clone / ".kocap-cache")
+    llm_config = clone / "models/micro/qwen3/config.json"
+    changed = {**json.loads(llm_config.read_text()), "max_position_embeddings": 4096}
+    llm_config.write_text(json.dumps(changed), encoding="utf-8")
+    refused = subprocess.run(
+        [sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"],
+        cwd=clone,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0 and "files that differ: ['config.json']" in refused.stdout + refused.stderr
 
 
 def _base_md5(project: Path) -> str:

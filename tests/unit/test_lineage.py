@@ -65,3 +65,39 @@ def test_the_micro_presets_folders_are_built_when_missing(tmp_path):
     preset = load_config(REPO / "params.yaml", ["model.preset=micro"]).model.chosen
     ensure_sources(tmp_path, preset, offline=True)
     assert (tmp_path / preset.vision / "config.json").exists() and (tmp_path / preset.llm / "tokenizer.json").exists()
+
+
+def test_the_remote_check_reads_listings_from_the_remote_and_compares_sizes(tmp_path):
+    """After `dvc push` the flow checks the remote object by object. It skipped a folder whose `.dir`
+    listing this machine's cache lacks (a fresh clone, a cleaned cache) and took a cut-off upload for an
+    object: now the listing is read from the remote, a shorter copy counts as missing and is re-pushed."""
+    import subprocess
+    import sys
+
+    from kocap import dvcops
+
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    (repo / "out").mkdir(parents=True)
+    for i in range(3):
+        (repo / "out" / f"{i}.bin").write_bytes(bytes([i]) * (1000 + i))
+    (repo / "dvc.yaml").write_text("stages:\n  make:\n    cmd: 'true'\n    outs: [out]\n", encoding="utf-8")
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)],
+        [sys.executable, "-m", "dvc", "commit", "-f", "-q", "make"],
+        [sys.executable, "-m", "dvc", "push", "-q"],
+    ):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    assert dvcops.missing_on_remote(repo) == []
+    objects = remote / "files" / "md5"
+    files = sorted(h for h in dvcops.recorded_objects(repo) if not h.endswith(".dir"))
+    (listing_hash,) = [h for h in dvcops.recorded_objects(repo) if h.endswith(".dir")]
+    cut = objects / files[0][:2] / files[0][2:]
+    cut.write_bytes(cut.read_bytes()[:10])  # a cut-off upload: it "exists"
+    assert dvcops.missing_on_remote(repo) == [files[0]]
+    assert dvcops.verify_remote(repo) == (1, []) and cut.stat().st_size > 10  # pushed again, whole
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    (cache / listing_hash[:2] / listing_hash[2:]).unlink()  # this machine lacks the listing ...
+    (objects / files[1][:2] / files[1][2:]).unlink()  # ... and the remote one of the files it names
+    assert dvcops.missing_on_remote(repo) == [files[1]]

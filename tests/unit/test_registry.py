@@ -167,3 +167,37 @@ def test_the_served_model_names_kocaps_pinned_requirements():
     assert {"torch", "transformers", "peft", "bitsandbytes", "mlflow"} <= pinned.keys()
     assert pinned["torch"] == md.version("torch").split("+")[0] and "+" not in "".join(pinned.values())
     assert "pytest" not in pinned  # test extras are not served
+
+
+def test_a_reassembled_base_is_used_only_when_its_dvc_hash_is_the_recorded_one(tmp_path):
+    """Re-assembling from hub ids was not checked: a hub model revised since would have served another
+    base under the version's name. `dir_md5` is DVC's own folder hash (checked against `dvc add`), and
+    a folder that differs is refused naming the files."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from kocap.registry.base_ref import BaseNotFound, dir_md5, verify
+
+    repo, base = tmp_path / "repo", tmp_path / "repo" / "base"
+    (base / "sub").mkdir(parents=True)
+    (base / "config.json").write_text('{"hidden_size": 8}', encoding="utf-8")
+    (base / "sub" / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (base / "tokenizer.json").write_text("한국어 {}\n", encoding="utf-8")
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "add", "-q", "base"],
+    ):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    recorded = yaml.safe_load((repo / "base.dvc").read_text())["outs"][0]["md5"]
+    md5, files = dir_md5(base)
+    assert md5 == recorded
+    ref = {"md5": md5, "files": files, "vision": "openai/clip", "llm": "Qwen/Qwen3-8B"}
+    verify(base, ref)
+    (base / "config.json").write_text('{"hidden_size": 9}', encoding="utf-8")  # the hub model changed
+    with pytest.raises(BaseNotFound, match=r"files that differ: \['config.json'\].*pin the preset's sources"):
+        verify(base, ref)
+    with pytest.raises(BaseNotFound, match=f"not the {md5}"):  # a version registered before files were recorded
+        verify(base, {k: v for k, v in ref.items() if k != "files"})

@@ -79,3 +79,30 @@ def test_changed_files_are_new_or_rekeyed_or_resized():
     ]
     assert [f.path for f in changed_files(old, new)] == ["b.zip", "c.zip", "d.zip"]
     assert snapshot_id(old) == snapshot_id(list(reversed(old))) != snapshot_id(new)
+
+
+def test_the_lost_share_weighs_filekeys_by_the_trees_sizes():
+    """A filekey may be one label file or an archive of a thousand clips: counting filekeys called a lost
+    47 GB archive beside a 1 GB one half the data."""
+    from kocap.data.ingest import lost_share
+
+    big, small = TreeFile("d/TS_01.zip", "11", "47 GB"), TreeFile("d/TL_01.zip", "12", "1 GB")
+    assert lost_share([big, small], [big, small]) == ([], 0.0)
+    missing, share = lost_share([big, small], [small])
+    assert missing == ["11"] and share == 0.9792  # 47 of 48 GB
+    unknown = TreeFile("d/TS_02.zip", "13", "big")  # a size that cannot be read: each filekey weighs the same
+    assert lost_share([big, small, unknown], [big]) == (["12", "13"], 0.6667)
+
+
+def test_the_gate_names_partial_data_in_its_reasons():
+    from kocap.config import load_config
+    from kocap.registry.gate import gate
+
+    cfg = load_config("/nonexistent", ["registry.min_clips=1"])
+    metrics = {"primary": 0.3, "primary_metric": "meteor", "unique_share": 1.0, "grounding": 0.2, "samples": 5}
+    validation = {"reject_frac": 0.0, "kept_by_split": {"train": 20, "val": 5}}
+    promote, reasons = gate(metrics, validation, None, cfg, lost={"share": 0.125, "filekeys": ["11", "12"]})
+    assert (
+        promote and reasons[-1].startswith("trained on partial data: 12.5% of the dataset") and "11, 12" in reasons[-1]
+    )
+    assert gate(metrics, validation, None, cfg, lost={"share": 0.0, "filekeys": []}) == (True, reasons[:1])
