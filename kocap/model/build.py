@@ -85,11 +85,15 @@ def assemble(
 SHARD_BYTES = 2 * 2**30  # output shard size: bounds host RAM while assembling
 
 
-def assemble_to_folder(vision_src: str, llm_src: str, tokenizer, num_frames: int, out: Path, seed: int = 0) -> int:
+def assemble_to_folder(
+    vision_src: str, llm_src: str, tokenizer, num_frames: int, out: Path, seed: int = 0, names: tuple | None = None
+) -> int:
     """Write the base checkpoint of a pretrained tower + LLM to `out` without building the model:
     the LLM's tensors stream from its safetensors shards into ours under the LLaVA names, so host
     RAM holds one output shard (2 GiB) and the tower, never the LLM (qwen3-8b in memory twice was ~34 GB).
-    The projector and `image_newline` are fresh (seeded). Returns the parameter count."""
+    The projector and `image_newline` are fresh (seeded). `names` (the preset's vision and llm) go into
+    the config in place of the folders they were read from, so the same sources assemble the same bytes
+    on any machine (its DVC hash is how a registered version finds its base). Returns the parameter count."""
     from transformers import AutoConfig
 
     vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
@@ -100,6 +104,7 @@ def assemble_to_folder(vision_src: str, llm_src: str, tokenizer, num_frames: int
             f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows"
         )
     cfg = llava_config(vision.config, text, *ids, num_frames)
+    cfg.vision_config._name_or_path, cfg.text_config._name_or_path = names or (vision_src, llm_src)
     with torch.device("meta"):
         skeleton = LlavaNextVideoForConditionalGeneration(cfg)
     expected = set(skeleton.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())

@@ -79,12 +79,12 @@ def embed(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tenso
 
 def collate(encoded: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch: (input_ids, attention_mask, labels)."""
-    width = max(len(e.input_ids) for e in encoded)
+    width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for i, e in enumerate(encoded):
-        n = len(e.input_ids)
+        n = len(e)
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
     return ids, mask, labels
 

@@ -146,7 +146,12 @@ def _reassemble(project: Path, ref: dict) -> Path:
         )
         tokenizer = load_tokenizer(source(project, ref["llm"]))
         assemble_to_folder(
-            source(project, ref["vision"]), source(project, ref["llm"]), tokenizer, ref["num_frames"], out
+            source(project, ref["vision"]),
+            source(project, ref["llm"]),
+            tokenizer,
+            ref["num_frames"],
+            out,
+            names=(ref["vision"], ref["llm"]),
         )
         tokenizer.save_pretrained(out)
         verify(out, ref)

@@ -125,8 +125,8 @@ def load_frozen(base_dir: Path, prec: str, dev: str):
 
 
 def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
-    """("image", (ids, labels, path, height, width)) per stage-1 image, `<image>` expanded to what the model
-    consumes; pixels are decoded per micro-batch (`image_inputs`), so host memory does not grow with the
+    """("image", (encoded, path, height, width)) per stage-1 image, for as many `<image>` tokens as the model
+    consumes; pixels are decoded per micro-batch (`image_inputs`), so host memory hardly grows with the
     image count (AnyRes at 336 px is up to 6.8 MB of float32 an image: terabytes for MS-COCO). An image over
     `stage1.max_length` follows `model.too_long` (an error naming it, or a counted drop)."""
     from PIL import Image
@@ -151,7 +151,7 @@ def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
                 raise
             dropped += 1
             continue
-        items.append(("image", (enc.input_ids, enc.labels, row["image_path"], h, w)))
+        items.append(("image", (enc, row["image_path"], h, w)))
     if dropped:
         log.warning(
             "%d image(s) longer than stage1.max_length=%d dropped (never truncated)", dropped, cfg.stage1.max_length
@@ -163,14 +163,14 @@ def image_inputs(root: Path, item: tuple, size: int) -> tuple[torch.Tensor, ...]
     """One image item's model inputs, decoded now: (ids, labels, AnyRes pixels, [[height, width]])."""
     from PIL import Image
 
-    ids, labels, image_path, h, w = item
+    enc, image_path, h, w = item
     with Image.open(root / image_path) as im:
         img = np.asarray(im.convert("RGB"))
     if img.shape[:2] != (h, w):
         raise ValueError(f"{image_path} changed size during stage 1 ({h}x{w} -> {img.shape[0]}x{img.shape[1]})")
     return (
-        torch.tensor([ids]),
-        torch.tensor([labels]),
+        torch.tensor([enc.input_ids]),
+        torch.tensor([enc.labels]),
         torch.from_numpy(anyres(img, size))[None],
         torch.tensor([[h, w]]),
     )

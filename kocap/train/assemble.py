@@ -51,7 +51,12 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     else:  # streamed shard by shard: host RAM stays far below the LLM's size
         tokenizer = load_tokenizer(source(root, preset.llm))
         params = assemble_to_folder(
-            source(root, preset.vision), source(root, preset.llm), tokenizer, cfg.frames.num_frames, out
+            source(root, preset.vision),
+            source(root, preset.llm),
+            tokenizer,
+            cfg.frames.num_frames,
+            out,
+            names=(preset.vision, preset.llm),
         )
     tokenizer.save_pretrained(out)
     report = {
