@@ -77,8 +77,7 @@ def recorded_objects(root: Path, paths: list[str] | None = None, remote=None) ->
         for o in outs
         if "md5" in o and o["path"] not in _uncached(root) and (paths is None or o["path"] in paths)
     }
-    with _repo(root) as repo:
-        cache = Path(repo.cache.local.path)
+    cache = cache_dir(root)
     for h in [h for h in hashes if h.endswith(".dir")]:
         listing = _listing(cache, remote, h)
         hashes |= {item["md5"] for item in listing or []}
@@ -86,7 +85,7 @@ def recorded_objects(root: Path, paths: list[str] | None = None, remote=None) ->
 
 
 def _listing(cache: Path, remote, h: str) -> list | None:
-    local = _object(cache, h)
+    local = cache_object(cache, h)
     if local.exists():
         return json.loads(local.read_text(encoding="utf-8"))
     if remote is not None and remote.exists(h):  # this machine never had it (a fresh clone, a cleaned cache)
@@ -94,7 +93,14 @@ def _listing(cache: Path, remote, h: str) -> list | None:
     return None
 
 
-def _object(cache: Path, h: str) -> Path:
+def cache_dir(root: Path) -> Path:
+    """The project's DVC cache folder (objects by md5)."""
+    with _repo(root) as repo:
+        return Path(repo.cache.local.path)
+
+
+def cache_object(cache: Path, h: str) -> Path:
+    """Where DVC keeps the object with md5 `h` (a file, or a folder's `.dir` listing) in `cache`."""
     return cache / h[:2] / h[2:]
 
 
@@ -109,7 +115,7 @@ def missing_on_remote(root: Path, paths: list[str] | None = None) -> list[str]:
         short = {
             h
             for h in present
-            if _object(cache, h).exists() and _remote_size(remote, h) != _object(cache, h).stat().st_size
+            if cache_object(cache, h).exists() and _remote_size(remote, h) != cache_object(cache, h).stat().st_size
         }
     return sorted((wanted - present) | short)
 

@@ -5,7 +5,8 @@ fresh one takes the next file.
 
     frames, idx = decoder().load("clips", path, spec, span, timeout_s=120)
 
-One helper per thread, kept for the next shard (its start costs ~0.5 s of imports); it exits when its
+One helper per thread, kept for the next shard (its own imports take ~0.1 s, the decoders load on its
+first file); it exits when its
 parent closes the pipe or dies, or after a minute without work. It is a plain subprocess, not
 multiprocessing: Dask's worker processes are daemonic and may not start multiprocessing children.
 """
@@ -52,10 +53,11 @@ class Decoder:
     def load(self, kind: str, path: Path, spec: FrameSpec, span=None, timeout_s: float = 120):
         """(frames, indices) for a clip, (frames, None) for an image; VideoError for a bad, hanging or
         decoder-crashing file."""
+        request = (kind, str(path), asdict(spec), span)
         try:
-            status, *payload = self._ask((kind, str(path), asdict(spec), span), timeout_s)
+            status, *payload = self._ask(request, timeout_s)
         except _IdleExit:  # it left while the request was on its way: a fresh one takes it
-            status, *payload = self._ask((kind, str(path), asdict(spec), span), timeout_s)
+            status, *payload = self._ask(request, timeout_s)
         if status == "ok":
             return payload
         if status == "bad":

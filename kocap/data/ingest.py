@@ -10,7 +10,6 @@ files are never overwritten; the manifest is rebuilt from everything landed so f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import tempfile
@@ -28,7 +27,7 @@ from ..aihub.layout import classify
 from ..aihub.tree import TreeFile, changed_files, snapshot_from_json, snapshot_id, snapshot_to_json
 from .. import paths
 from ..config import Config
-from ..io import write_json, write_parquet
+from ..io import file_md5, write_json, write_parquet
 from ..env import RunEnv
 
 log = logging.getLogger(__name__)
@@ -254,11 +253,7 @@ class _Checksums:
     def md5(self, file: Path, raw: Path) -> str:
         key, size = file.relative_to(raw).as_posix(), file.stat().st_size
         if key not in self.known or self.known[key][0] != size:
-            h = hashlib.md5()
-            with file.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-            self.known[key] = [size, h.hexdigest()]
+            self.known[key] = [size, file_md5(file)]
         return self.known[key][1]
 
     def save(self) -> None:

@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 
 from .. import paths
+from ..dvcops import cache_dir, cache_object
+from ..io import file_md5
 
 log = logging.getLogger(__name__)
 FOLDER = ".kocap-cache/base"
@@ -35,16 +37,17 @@ class BaseNotFound(RuntimeError):
 def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
     if paths.BASE not in hashes:
         raise BaseNotFound(f"{paths.BASE} has no DVC hash in dvc.lock: run the assemble stage (dvc repro) first")
-    if not _object(_cache(root), hashes[paths.BASE]).exists():
+    listing = cache_object(cache_dir(root), hashes[paths.BASE])
+    if not listing.exists():
         raise BaseNotFound(
             f"{paths.BASE} is recorded as {hashes[paths.BASE]} in dvc.lock, which this project's DVC cache does "
             f"not hold: dvc.lock does not describe the base on disk; run `kocap stage assemble` (or `dvc repro`)"
         )
     preset = cfg.model.chosen
-    listing = json.loads(_object(_cache(root), hashes[paths.BASE]).read_text(encoding="utf-8"))
+    entries = json.loads(listing.read_text(encoding="utf-8"))
     return {
         "md5": hashes[paths.BASE],
-        "files": {e["relpath"]: e["md5"] for e in listing},  # names what differs if it must be re-assembled
+        "files": {e["relpath"]: e["md5"] for e in entries},  # names what differs if it must be re-assembled
         "project": str(Path(root).resolve()),
         "preset": cfg.model.preset,
         "vision": preset.vision,
@@ -73,28 +76,17 @@ def resolve(ref: dict) -> Path:
     )
 
 
-def _cache(project: Path) -> Path:
-    from dvc.repo import Repo
-
-    with Repo(str(project)) as repo:
-        return Path(repo.cache.local.path)
-
-
-def _object(cache: Path, md5: str) -> Path:
-    return cache / md5[:2] / md5[2:]
-
-
 def _from_cache(project: Path, md5: str) -> Path | None:
     """Link the files of the `.dir` object into .kocap-cache/base/<md5>/ (once); None if any is missing."""
     out = project / FOLDER / md5
     if (out / ".complete").exists():
         return out
-    cache = _cache(project)
-    listing = _object(cache, md5)
+    cache = cache_dir(project)
+    listing = cache_object(cache, md5)
     if not listing.exists():
         return None
     entries = json.loads(listing.read_text(encoding="utf-8"))
-    if not all(_object(cache, e["md5"]).exists() for e in entries):
+    if not all(cache_object(cache, e["md5"]).exists() for e in entries):
         return None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -102,9 +94,9 @@ def _from_cache(project: Path, md5: str) -> Path | None:
         target = tmp / entry["relpath"]
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(_object(cache, entry["md5"]), target)
+            os.link(cache_object(cache, entry["md5"]), target)
         except OSError:  # another file system: copy
-            shutil.copyfile(_object(cache, entry["md5"]), target)
+            shutil.copyfile(cache_object(cache, entry["md5"]), target)
     (tmp / ".complete").write_text(md5, encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -119,7 +111,7 @@ def _fetch(project: Path, md5: str) -> bool:
     try:
         with Repo(str(project)) as repo:
             repo.cloud.pull([HashInfo("md5", md5)])
-            listing = _object(Path(repo.cache.local.path), md5)
+            listing = cache_object(Path(repo.cache.local.path), md5)
             if not listing.exists():
                 return False
             entries = json.loads(listing.read_text(encoding="utf-8"))
@@ -178,17 +170,9 @@ def dir_md5(folder: Path) -> tuple[str, dict[str, str]]:
     """DVC's hash of a folder: the md5 of its `.dir` listing (each file's md5 and relpath, sorted by
     relpath, as sorted-key JSON) plus ".dir"; and the per-file md5s."""
     files = {
-        p.relative_to(folder).as_posix(): _file_md5(p)
+        p.relative_to(folder).as_posix(): file_md5(p)
         for p in folder.rglob("*")
         if p.is_file() and p.name != ".complete"
     }
     listing = [{"md5": files[rel], "relpath": rel} for rel in sorted(files)]
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir", files
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -73,7 +73,8 @@ def test_a_sample_too_long_is_an_error_never_a_cut(tok):
 
 def test_an_encoded_sample_holds_its_media_run_as_a_count(tok):
     """Every training item stays in host memory for the whole stage: 1,152 video (or ~2,900 AnyRes image)
-    ids as a Python list were ~9-23 KB an item, ~28 GB for MS-COCO's 600,000 pairs."""
+    ids in two Python lists (ids, labels) are 8 bytes an entry, ~18 KB (~46 KB) an item, ~28 GB for
+    MS-COCO's 600,000 pairs (arithmetic, not a measurement)."""
     enc = encode(tok, PROMPT, CAPTIONS[0], media_tokens=1152, max_length=2048)
     held = enc.before.nbytes + enc.after.nbytes + enc.answer.nbytes
     assert len(enc) == len(enc.input_ids) == len(enc.labels) > 1152 and held < 4 * (len(enc) - 1152) + 1
