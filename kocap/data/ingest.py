@@ -15,7 +15,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pandas as pd
 
@@ -212,28 +212,36 @@ def build_manifest(raw: Path, landed: list[TreeFile], dataset_key: str, root: Pa
             pd.DataFrame(rejects, columns=["label_path", "sample_id", "reason"]))
 
 
-def _index_videos(raw: Path, landed: list[TreeFile]) -> dict:
-    """(split, stem) -> every (path, filekey) of a source file with that stem; split None where the
-    archive's path names none. Lists, not one entry: two files with one stem must not overwrite each other."""
-    out: dict = {}
+class VideoIndex(NamedTuple):
+    """Every (path, filekey) of a source file, by (split, stem) and by stem alone; split None where the
+    archive's path names none. Lists, not one entry: two files with one stem must not overwrite each other.
+    The stem index keeps a split-less label's lookup constant-time (a scan would be quadratic in the clips)."""
+
+    by_split: dict
+    by_stem: dict
+
+
+def _index_videos(raw: Path, landed: list[TreeFile]) -> VideoIndex:
+    index = VideoIndex({}, {})
     for f in landed:
         kind, split = classify(f.path)
         folder = raw / "extracted" / f.path.removesuffix(".zip")
         if kind == "label" or not folder.is_dir():
             continue
         for video in sorted(folder.rglob("*.mp4")):
-            out.setdefault((split, video.stem), []).append((video, f.filekey))
-    return out
+            index.by_split.setdefault((split, video.stem), []).append((video, f.filekey))
+            index.by_stem.setdefault(video.stem, []).append((video, f.filekey))
+    return index
 
 
-def pair_video(videos: dict, split: str | None, stem: str) -> tuple[tuple | None, str]:
+def pair_video(videos: VideoIndex, split: str | None, stem: str) -> tuple[tuple | None, str]:
     """The one source file for a label: same split and stem; a split-less source only when the split has
     none of that name; any split for a split-less label. Missing or ambiguous is refused, never guessed
     (a guess could train on a validation video, or caption one clip with another's label)."""
     if split is None:  # any source of that name, whatever its split
-        found = [v for (_, name), vs in sorted(videos.items(), key=lambda kv: str(kv[0])) if name == stem for v in vs]
+        found = videos.by_stem.get(stem, [])
     else:
-        found = videos.get((split, stem)) or videos.get((None, stem), [])
+        found = videos.by_split.get((split, stem)) or videos.by_split.get((None, stem), [])
     where = f" in the {split} split" if split else ""
     if not found:
         return None, f"video missing: no source file {stem}.mp4{where}"

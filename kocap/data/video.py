@@ -101,6 +101,8 @@ def span_indices(n_frames: int, fps: float, span: tuple[float, float] | None, k:
     if span is None:
         return sample_indices(n_frames, k, short_clip)
     start_s, end_s = span
+    if not (np.isfinite(fps) and fps > 0):  # a header without a frame rate: seconds cannot become frames
+        raise VideoError(f"span {start_s:g}-{end_s:g} s cannot be located: the video's frame rate is unknown")
     first, stop = max(0, int(np.floor(start_s * fps))), min(n_frames, int(np.ceil(end_s * fps)))
     if stop <= first:
         raise VideoError(f"span {start_s:g}-{end_s:g} s holds no frames (the video has {n_frames} at {fps:g} fps)")

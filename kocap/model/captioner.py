@@ -81,5 +81,5 @@ class Captioner:
         """One video's model-ready frames (raises VideoError for a bad file)."""
         return load_clip(Path(path), FrameSpec.from_config(self.cfg))[0]
 
-    def caption_frames(self, frames: np.ndarray) -> list[str]:
-        return self.caption_features(pooled_features(self.model, frames).float())
+    def caption_frames(self, frames: np.ndarray, batch_size: int | None = None, seed: int = 0) -> list[str]:
+        return self.caption_features(pooled_features(self.model, frames).float(), batch_size=batch_size, seed=seed)

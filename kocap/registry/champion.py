@@ -49,21 +49,22 @@ def _caption(captioner, cfg: Config, root: Path, val) -> list[str]:
     import pandas as pd
 
     from ..model.features import FeatureStore
-    from ..model.video_lm import pooled_features
 
     theirs, size = captioner.cfg, captioner.cfg.eval.batch_size
     if theirs.section("frames") == cfg.section("frames") and theirs.model.chosen == cfg.model.chosen:
-        store = FeatureStore(captioner.model, root)
-        features = store.get
+        features = FeatureStore(captioner.model, root).get
+
+        def caption(rows, seed: int) -> list[str]:
+            return captioner.caption_features(features(rows), batch_size=size, seed=seed)
+
     else:  # another frame sampling or preset: the champion's own frames from the videos
         videos = pd.read_parquet(root / paths.VALID_CLIPS).set_index("sample_id")["video_path"]
 
-        def features(rows):
+        def caption(rows, seed: int) -> list[str]:
             frames = np.stack([captioner.frames(root / videos[s]) for s in rows["sample_id"]])
-            return pooled_features(captioner.model, frames).float()
+            return captioner.caption_frames(frames, batch_size=size, seed=seed)
 
     out = []
     for start in range(0, len(val), size):
-        batch = features(val.iloc[start : start + size])
-        out += captioner.caption_features(batch, batch_size=size, seed=theirs.eval.seed + start)
+        out += caption(val.iloc[start : start + size], theirs.eval.seed + start)
     return out

@@ -110,5 +110,6 @@ def test_a_label_pairs_only_with_its_own_splits_video_and_ambiguity_is_refused(t
     assert pair_video(videos, "val", "c")[0][0].parent.name == "VS_1"  # its own split first
     none, why = pair_video(videos, "train", "dup")
     assert none is None and why.startswith("ambiguous: 2 source files named dup.mp4 in the train split")
+    assert pair_video(videos, None, "a")[0][0].parent.name == "TS_1"  # a split-less label: any split
     none, why = pair_video(videos, None, "c")  # a split-less label, a name in two places
     assert none is None and "ambiguous: 2 source files named c.mp4" in why

@@ -98,6 +98,17 @@ def test_each_71495_span_is_sampled_inside_its_own_time_span(tmp_path):
     assert untimed["key"] != shard["key"]  # the spans are part of what a shard's frames depend on
 
 
+@pytest.mark.parametrize("fps", [0.0, float("nan")])
+def test_a_span_in_a_video_without_a_frame_rate_says_so(fps):
+    """A header with no frame rate cannot place a span in seconds: the reason names the rate, not an
+    empty span (the clip is not empty)."""
+    from kocap.data.video import span_indices
+
+    with pytest.raises(VideoError, match="frame rate is unknown"):
+        span_indices(16, fps, (0.0, 1.0), 4, "pad")
+    assert span_indices(16, fps, None, 4, "pad") == [0, 5, 10, 15]  # the whole clip needs no rate
+
+
 def test_a_clip_whose_decoder_never_returns_is_set_aside_and_the_shard_goes_on(tmp_path, monkeypatch):
     """decord and PyAV have no time limit: a decoder stuck on one file stalled its shard for ever. Each
     file now decodes in a helper with `frames.decode_timeout_s`; past it the helper is killed, the
