@@ -91,24 +91,47 @@ def collate(encoded: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, tor
 
 def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, int]:
     """Mean next-token loss on the answers of a batch, and how many tokens it saw."""
+    labels, inputs = _model_inputs(model, encoded, features, pad_id)
+    return answer_loss(model, labels, **inputs), int(inputs["attention_mask"].sum())
+
+
+def _model_inputs(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, dict]:
+    """(labels, LM inputs) of a batch on the model's device: the embeddings with the video features placed."""
     ids, mask, labels = collate(encoded, pad_id)
     device = model_device(model)
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    return answer_loss(model, labels, inputs_embeds=embed(model, ids, features.to(device)), attention_mask=mask), int(
-        mask.sum()
-    )
+    return labels, {"inputs_embeds": embed(model, ids, features.to(device)), "attention_mask": mask}
 
 
 def answer_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
     """Next-token cross-entropy over the answer positions only: the LM head runs on those hidden
     states alone, never on the whole sequence. `inputs` go to the LLaVA model (embeddings, or ids
     with pixel values for stage-1 images). Same value as transformers' causal-LM loss (tested)."""
+    logits, targets, _ = _answer_logits(model, labels, **inputs)
+    return F.cross_entropy(logits, targets)
+
+
+def answer_logprobs(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
+    """Per sample, the summed log-probability of its answer tokens: DPO's sequence log-probability,
+    with the same answer masking (and the same head-on-answers-only memory bound) as `answer_loss`."""
+    logits, targets, keep = _answer_logits(model, labels, **inputs)
+    per_token = -F.cross_entropy(logits, targets, reduction="none")
+    return torch.zeros(labels.shape[0], device=per_token.device).index_add(0, keep.nonzero()[:, 0], per_token)
+
+
+def _answer_logits(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fp32 logits at the answer positions, their target ids, the (B, T-1) mask that picked them)."""
     base = base_model(model)
     hidden = base.model(**inputs).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE
-    logits = base.lm_head(hidden[:, :-1][keep]).float()
-    return F.cross_entropy(logits, targets[keep])
+    return base.lm_head(hidden[:, :-1][keep]).float(), targets[keep], keep
+
+
+def sequence_logprobs(model, encoded: list, features: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """`answer_logprobs` of encoded samples with their pooled video features (prepared as in `loss`)."""
+    labels, inputs = _model_inputs(model, encoded, features, pad_id)
+    return answer_logprobs(model, labels, **inputs)
 
 
 _SAMPLING = threading.Lock()
