@@ -119,6 +119,7 @@ class Preset(_Section):
     image_size: int = Field(ge=8, le=1024)  # the tower's input size: frames are stored at this size
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
+    prefer: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=4)  # pairs per micro-batch
     eval_batch_size: int = Field(16, ge=1, le=4096)  # clips per generation batch: what fits beside the KV cache
 
     @field_validator("image_size")
@@ -152,6 +153,7 @@ class ModelParams(_Section):
             patch_size=14,
             stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
             stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
             eval_batch_size=8,
         ),
         "qwen3-4b": Preset(
@@ -161,6 +163,7 @@ class ModelParams(_Section):
             patch_size=14,
             stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
             stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)
@@ -208,6 +211,28 @@ class Stage2Params(_Section):
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
+class PreferParams(_Section):
+    """The preference step (DPO) after stage 2 (train/prefer.py): off, the lifecycle is stage 2's alone."""
+
+    enabled: bool = False
+    candidates: int = Field(4, ge=2, le=64)  # captions sampled per training clip
+    max_clips: int = Field(0, ge=0, le=10_000_000)  # training clips to sample from (0 = all)
+    temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(50, ge=1, le=1_000_000)
+    repetition_penalty: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)  # 1.0: let loops appear, to reject
+    min_margin: float = Field(0.05, ge=0, le=100, allow_inf_nan=False)  # best - worst score below this: no pair
+    heldout_frac: float = Field(0.2, ge=0, lt=1)  # pairs kept out of training: their preference accuracy is reported
+    beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
+    epochs: int = Field(3, ge=1, le=1000)
+    lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.prefer)
+    batch_size: int | None = Field(None, ge=1, le=4096)  # pairs per micro-batch
+    grad_accum: int | None = Field(None, ge=1, le=4096)
+    checkpoint_every: int = Field(50, ge=1, le=1_000_000)
+    precision: Precision = "auto"
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+
+
 class EvalParams(_Section):
     primary_metric: Literal["meteor", "cider", "bleu_4", "rouge_l"] = "meteor"
     max_new_tokens: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = (
@@ -250,6 +275,7 @@ class Config(_Section):
     model: ModelParams = ModelParams()
     stage1: Stage1Params = Stage1Params()
     stage2: Stage2Params = Stage2Params()
+    prefer: PreferParams = PreferParams()
     eval: EvalParams = EvalParams()
     registry: RegistryParams = RegistryParams()
     ops: OpsParams = OpsParams()
@@ -261,7 +287,11 @@ class Config(_Section):
         """Fill what stage1/stage2 leave null from the chosen preset: a preset carries its own lr, batch,
         accumulation and LoRA size, so switching preset never runs an 8B model with the tiny one's."""
         chosen = self.model.chosen
-        for stage, defaults in ((self.stage1, chosen.stage1), (self.stage2, chosen.stage2)):
+        for stage, defaults in (
+            (self.stage1, chosen.stage1),
+            (self.stage2, chosen.stage2),
+            (self.prefer, chosen.prefer),
+        ):
             for key, value in defaults.model_dump().items():
                 if key in type(stage).model_fields and getattr(stage, key) is None:
                     setattr(stage, key, value)

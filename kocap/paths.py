@@ -34,6 +34,12 @@ FINETUNE = "models/finetune"
 ADAPTER = "models/finetune/adapter"
 FINETUNE_REPORT = "reports/finetune.json"
 FINETUNE_PLOT = "reports/finetune_loss.png"
+# prefer (DPO after stage 2; `prefer.enabled`)
+PREFER = "models/prefer"
+PREFER_ADAPTER = "models/prefer/adapter"
+PREFERENCES = "data/preferences.parquet"
+PREFER_REPORT = "reports/prefer.json"
+PREFER_PLOT = "reports/prefer_loss.png"
 # evaluate, register
 PREDICTIONS = "reports/predictions.parquet"
 EVAL_HTML = "reports/eval.html"

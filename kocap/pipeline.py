@@ -127,10 +127,20 @@ STAGES: tuple[Stage, ...] = (
         pool="finetune_pool",
     ),
     Stage(
+        name="prefer",
+        run="kocap.train.prefer:run",
+        inputs=(p.BASE, p.FINETUNE, p.VALIDATED, p.FRAMES),
+        params=("prefer", "model", "eval.max_new_tokens", "eval.primary_metric", "data.source"),
+        outs=(p.PREFER, p.PREFERENCES),
+        persist=(p.PREFER,),  # checkpoints survive a killed run; it resumes from them
+        metrics=(p.PREFER_REPORT,),
+        plots=(p.PREFER_PLOT,),
+    ),
+    Stage(
         name="evaluate",
         run="kocap.evaluate.evaluation:run",
-        inputs=(p.BASE, p.FINETUNE, p.VALIDATED, p.FRAMES),
-        params=("eval", "model", "data.source"),
+        inputs=(p.BASE, p.FINETUNE, p.PREFER, p.VALIDATED, p.FRAMES),
+        params=("eval", "model", "data.source", "prefer.enabled"),
         outs=(p.PREDICTIONS, p.EVAL_HTML),
         metrics=(p.METRICS,),
         shards="kocap.evaluate.predict",
@@ -138,8 +148,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="register",
         run="kocap.registry.register:run",
-        inputs=(p.METRICS, p.VALIDATE_REPORT, p.BASE, p.FINETUNE),
-        params=("registry", "eval.primary_metric"),
+        inputs=(p.METRICS, p.VALIDATE_REPORT, p.BASE, p.FINETUNE, p.PREFER),
+        params=("registry", "eval.primary_metric", "prefer"),
         outs=(),
         metrics=(p.REGISTER_REPORT,),
     ),

@@ -26,6 +26,7 @@ from ..io import write_json
 from ..model.captioner import Captioner, generation_budget
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
+from ..train.prefer import adapter_dir
 from .metrics import require
 
 SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
@@ -40,7 +41,7 @@ def _order(cfg: Config, n: int, which: str) -> np.ndarray:
 def predict(cfg: Config, root: Path) -> tuple[list[str], list[bool], list[str], int]:
     """Validation captions with the true videos (and cut flags), with shuffled videos, and the budget."""
     budget = resolved_budget(cfg, root)
-    captioner = Captioner.load(root / paths.BASE, root / paths.ADAPTER, cfg, budget)
+    captioner = Captioner.load(root / paths.BASE, adapter_dir(cfg, root), cfg, budget)
     val = split_rows(root, "val")
     store = FeatureStore(captioner.model, root)
     predictions, cut = _captions(captioner, store, cfg, root, val, "model", budget)
@@ -76,11 +77,9 @@ def _make_shard(captioner: Captioner, features, cfg: Config, start: int, path: P
     write_json(path, {"captions": captions, "cut": cut})
 
 
-def _model_stamps(root: Path) -> list:
+def model_stamps(root: Path, *folders: Path) -> list:
     """(path, size, mtime) of the model files: a retrained or reassembled model changes them."""
-    files = [
-        p for d in (root / paths.BASE, root / paths.ADAPTER) if d.exists() for p in sorted(d.rglob("*")) if p.is_file()
-    ]
+    files = [p for d in folders if d.exists() for p in sorted(d.rglob("*")) if p.is_file()]
     return [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
@@ -88,7 +87,7 @@ def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: i
     """Keyed by the model files, the eval and model params, the resolved budget and the clips."""
     blob = json.dumps(
         [
-            _model_stamps(root),
+            model_stamps(root, root / paths.BASE, adapter_dir(cfg, root)),
             cfg.section("eval"),
             cfg.section("model"),
             val["sample_id"].tolist(),
@@ -137,10 +136,17 @@ def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
     """One model per process for every shard job it runs. Loading is serialised: from_pretrained
     patches torch globally (meta device) while it builds, so two threads loading at once break."""
     key = json.dumps(
-        [str(root), cfg.section("model"), cfg.section("eval"), _model_stamps(root), budget], sort_keys=True
+        [
+            str(root),
+            cfg.section("model"),
+            cfg.section("eval"),
+            model_stamps(root, root / paths.BASE, adapter_dir(cfg, root)),
+            budget,
+        ],
+        sort_keys=True,
     )
     with _LOADING:
         if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[key] = Captioner.load(root / paths.BASE, root / paths.ADAPTER, cfg, budget)
+            _LOADED[key] = Captioner.load(root / paths.BASE, adapter_dir(cfg, root), cfg, budget)
         return _LOADED[key]

@@ -26,6 +26,7 @@ from .. import faults, paths
 from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
+from ..train.prefer import adapter_dir
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
@@ -35,7 +36,7 @@ DATASETS = {"manifest": paths.MANIFEST, "validated": paths.VALIDATED, "frames": 
 
 
 KEY, STATE = "kocap.key", "kocap.state"  # what a version was registered from; incomplete until its last step
-INPUTS = (paths.BASE, paths.FINETUNE, paths.MANIFEST, paths.VALIDATED, paths.FRAMES)
+INPUTS = (paths.BASE, paths.FINETUNE, paths.PREFER, paths.MANIFEST, paths.VALIDATED, paths.FRAMES)
 
 
 class RegistryError(RuntimeError):
@@ -163,11 +164,19 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=pyfunc_model.__file__,
-            artifacts={"adapter": str(root / paths.ADAPTER), "config": str(config), "base_ref": str(base)},
+            artifacts={"adapter": str(adapter_dir(cfg, root)), "config": str(config), "base_ref": str(base)},
             pip_requirements=serving_requirements(),
         )
         mlflow.set_tag("kocap.model_uri", info.model_uri)
     return info.model_uri
+
+
+def prefer_tag(cfg: Config, root: Path) -> str:
+    """The version's `prefer` tag: whether DPO ran after stage 2, and on how many pairs."""
+    if not cfg.prefer.enabled:
+        return "off (stage 2's adapter)"
+    report = json.loads((root / paths.PREFER_REPORT).read_text(encoding="utf-8"))
+    return f"DPO on {report['pairs']} pairs (beta {cfg.prefer.beta}, {report['steps']} steps)"
 
 
 def serving_requirements() -> list[str] | None:
@@ -197,11 +206,12 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
     tags = {
         **git_state(root),
         **aihub_snapshot(root),
-        **{f"dvc.{p}": h for p, h in hashes.items() if p in (*DATASETS.values(), paths.FINETUNE)},
+        **{f"dvc.{p}": h for p, h in hashes.items() if p in (*DATASETS.values(), paths.FINETUNE, paths.PREFER)},
         "metric.primary": str(metrics["primary"]),
         "run_id": run_id,
         "base.md5": hashes[paths.BASE],
         "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
+        "prefer": prefer_tag(cfg, root),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, number, key, value)

@@ -118,7 +118,8 @@ def run_loop(
     on_step: Callable[[int, dict], None] = lambda step, m: None,
 ) -> dict:
     """Train for spec.steps optimizer steps; `batch_loss(m)` returns (loss, samples, tokens) for
-    micro-batch m (step * accum + k): the micro-batch index is the data position."""
+    micro-batch m (step * accum + k): the micro-batch index is the data position. It may add a dict
+    of its own figures (DPO's reward margin): their mean over the step's micro-batches joins the step's metrics."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     warmup = max(1, int(spec.steps * spec.warmup_frac))
@@ -134,7 +135,7 @@ def run_loop(
     losses = []
     while step < spec.steps:
         t = time.perf_counter()
-        value, samples, tokens = accumulate(batch_loss, step, spec, scaler)
+        value, samples, tokens, extra = accumulate(batch_loss, step, spec, scaler)
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         scaler.step(opt)
@@ -152,6 +153,7 @@ def run_loop(
                 "samples_per_s": samples / dt,
                 "tokens_per_s": tokens / dt,
                 "peak_memory_mb": peak_memory_mb(),
+                **extra,
             },
         )
         if step % spec.checkpoint_every == 0 or step == spec.steps:
@@ -159,14 +161,17 @@ def run_loop(
     return {"steps": step, "resumed_from": start, "final_loss": float(np.mean(losses[-10:])) if losses else None}
 
 
-def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, int, int]:
-    """Forward and backward over one step's micro-batches; returns (mean loss, samples, tokens)."""
+def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, int, int, dict]:
+    """Forward and backward over one step's micro-batches; returns (mean loss, samples, tokens, the mean
+    of the figures batch_loss added)."""
     total = spec.micro_batches or spec.steps * spec.accum
     micro = range(step * spec.accum, min((step + 1) * spec.accum, total))
-    value, samples, tokens = 0.0, 0, 0
+    value, samples, tokens, extra = 0.0, 0, 0, {}
     for m in micro:
         with autocast(spec.precision, spec.device):
-            loss, n, t = batch_loss(m)
+            loss, n, t, *more = batch_loss(m)
+        for k, v in (more[0] if more else {}).items():
+            extra[k] = extra.get(k, 0.0) + v / len(micro)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"loss is {loss.item()} at step {step}: lower the learning rate, or use bf16/fp32 "
@@ -174,7 +179,7 @@ def accumulate(batch_loss, step: int, spec: LoopSpec, scaler) -> tuple[float, in
             )
         scaler.scale(loss / len(micro)).backward()
         value, samples, tokens = value + loss.item() / len(micro), samples + n, tokens + t
-    return value, samples, tokens
+    return value, samples, tokens, extra
 
 
 def peak_memory_mb() -> float:

@@ -1,4 +1,6 @@
-"""The preference step (DPO) after stage 2: its parts, each checked on its own.
+"""The prefer stage: DPO after stage 2, on pairs of the model's own captions (`prefer.enabled`).
+
+    kocap stage prefer       # -> data/preferences.parquet, models/prefer/adapter, reports/prefer.json
 
     scores = score_captions(reference, candidates, cut, metric, facts=True)   # one score per candidate
     pair = best_and_worst(clip, candidates, scores, min_margin)               # or None: too close to teach
@@ -18,13 +20,33 @@ training and stored with the pairs, so no frozen copy sits beside the trained on
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..evaluate.metrics import clip_scores, sentences
+from .. import paths
+from ..config import Config
+from ..data.rows import split_rows
+from ..evaluate.metrics import clip_scores, require, sentences
+from ..io import write_json, write_parquet
+from ..model import runtime
+from ..model.features import FeatureStore
+from ..model.text import SampleTooLong, encode, load_tokenizer
+from ..model.video_lm import generate, sequence_logprobs
 from ..sample.facts import read_facts
+from .loop import plan, run_signature, weight_files
+
+log = logging.getLogger(__name__)
+CACHE = ".kocap-cache/prefer"  # sampled candidates per shard of clips, keyed by model, params and clips
+SHARD = 16
 
 REPEAT_PENALTY = 1.0  # per unit share of a caption's sentences that repeat an earlier one
 CUT_PENALTY = 0.5  # a caption the budget cut ends mid-sentence: never the better one when it costs this much
@@ -108,3 +130,242 @@ def dpo_loss(
     margin = margin.detach()
     ranked = (margin > 0).float() + 0.5 * (margin == 0).float()
     return loss, {"reward_margin": float(margin.mean()), "preference_accuracy": float(ranked.mean())}
+
+
+def adapter_dir(cfg: Config, root: Path) -> Path:
+    """The adapter evaluation, registration and serving take: the prefer stage's when it is on, else stage 2's."""
+    return root / (paths.PREFER_ADAPTER if cfg.prefer.enabled else paths.ADAPTER)
+
+
+def run(cfg: Config, root: Path, env=None) -> dict:
+    s = cfg.prefer
+    if not s.enabled:
+        return skip(root)
+    require(cfg.eval.primary_metric)
+    dev = runtime.device()
+    prec = runtime.precision(s.precision, dev)
+    tokenizer = load_tokenizer(str(root / paths.BASE))
+    model = load_stage2(root, prec, dev)
+    store = FeatureStore(model, root)
+    rows = split_rows(root, "train")
+    if s.max_clips:
+        rows = rows.iloc[np.sort(np.random.default_rng(s.seed).permutation(len(rows))[: s.max_clips])]
+    rows = rows.set_index("sample_id", drop=False)
+    pairs = preference_pairs(cfg, root, model, tokenizer, store, rows)
+    held = heldout(len(pairs), s.heldout_frac, s.seed)
+    pairs["heldout"] = held
+    write_parquet(pairs, root / paths.PREFERENCES)
+    train = np.flatnonzero(~held)
+    if not len(train):
+        raise ValueError(
+            f"no training pairs: {len(pairs)} pair(s) from {s.candidates} candidates per clip with a score gap of "
+            f"at least prefer.min_margin={s.min_margin}; sample more (prefer.candidates, temperature) or lower it"
+        )
+    before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
+    sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
+    signature = run_signature(
+        cfg.section("prefer"), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
+    )
+    schedule, spec = plan(len(train), s, root / paths.PREFER / "checkpoints", signature, prec, dev)
+
+    def batch(micro: int):
+        take = pairs.iloc[train[schedule.indices(micro)]]
+        loss, stats, tokens = pair_loss(model, tokenizer, store, cfg, take, rows)
+        return loss, len(take), tokens, stats
+
+    def save():
+        model.save_pretrained(root / paths.PREFER_ADAPTER)
+        tokenizer.save_pretrained(root / paths.PREFER_ADAPTER)
+
+    from .tracking import train_tracked
+
+    result = train_tracked(
+        cfg, "prefer", root, model, batch, spec, root / paths.PREFER_PLOT, save, getattr(env, "track", True)
+    )
+    after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
+    report = {
+        **result,
+        "enabled": True,
+        "pairs": int(len(pairs)),
+        "heldout_pairs": int(held.sum()),
+        "heldout_preference_accuracy_before": before,
+        "heldout_preference_accuracy_after": after,
+        "precision": prec,
+        "device": dev,
+    }
+    write_json(root / paths.PREFER_REPORT, report)
+    return report
+
+
+def skip(root: Path) -> dict:
+    """prefer.enabled is false: no pairs, no adapter (an old one is removed: evaluation must not find it)."""
+    from .tracking import loss_plot
+
+    shutil.rmtree(root / paths.PREFER, ignore_errors=True)
+    (root / paths.PREFER).mkdir(parents=True)
+    report = {"enabled": False, "reason": "prefer.enabled is false: evaluate and register take stage 2's adapter"}
+    write_json(root / paths.PREFER / "prefer.json", report)
+    write_parquet(pd.DataFrame(columns=PAIR_COLUMNS), root / paths.PREFERENCES)
+    loss_plot([], root / paths.PREFER_PLOT, "prefer: off")
+    write_json(root / paths.PREFER_REPORT, report)
+    return report
+
+
+REF = ("ref_chosen", "ref_rejected")
+PAIR_COLUMNS = [
+    "sample_id",
+    "chosen",
+    "rejected",
+    "score_chosen",
+    "score_rejected",
+    "why",
+    "ref_chosen",
+    "ref_rejected",
+]
+
+
+def load_stage2(root: Path, prec: str, dev: str):
+    """The stage-2 model to continue: its LoRA trainable, the projector frozen (LLaVA-Hound's recipe)."""
+    from peft import PeftModel
+
+    from ..model.build import load_base, train_in_fp32
+
+    model = PeftModel.from_pretrained(load_base(root / paths.BASE, prec, dev), root / paths.ADAPTER, is_trainable=True)
+    for name, p in model.named_parameters():
+        if ".multi_modal_projector." in name:
+            p.requires_grad_(False)
+    train_in_fp32(model)
+    if dev == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def heldout(n: int, frac: float, seed: int) -> np.ndarray:
+    """A seeded mask of the pairs kept out of training."""
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[: int(round(n * frac))]] = True
+    return mask
+
+
+def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.DataFrame) -> pd.DataFrame:
+    """Candidates sampled per training clip, scored and paired, with the reference log-probabilities
+    (the stage-2 model before any DPO step) of both sides."""
+    from ..evaluate.predict import resolved_budget
+
+    s, budget, facts = cfg.prefer, resolved_budget(cfg, root), cfg.data.source == "sample"
+    out = []
+    for start in range(0, len(rows), SHARD):
+        shard = rows.iloc[start : start + SHARD]
+        for row, (captions, cut) in zip(
+            shard.itertuples(), candidates(cfg, root, model, tokenizer, store, shard, start, budget)
+        ):
+            scored = score_captions(row.caption_ko, captions, cut, cfg.eval.primary_metric, facts)
+            pair = best_and_worst(row.sample_id, captions, scored, s.min_margin)
+            if pair:
+                out.append(pair)
+    pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:6])
+    pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+    ref_chosen, ref_rejected = reference_logprobs(model, tokenizer, store, cfg, pairs, rows)
+    log.info("%d preference pairs from %d clips (%d too long dropped)", len(pairs), len(rows), dropped)
+    return pairs.assign(ref_chosen=ref_chosen, ref_rejected=ref_rejected)
+
+
+def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: int, budget: int) -> list:
+    """[(captions, cut flags)] per clip of a shard: K sampled captions each, cached by content."""
+    s = cfg.prefer
+    path = root / CACHE / f"{_shard_key(cfg, root, shard, start, budget)}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    features = store.get(shard)
+    model.eval()
+    out = []
+    for i in range(len(shard)):
+        texts, cut = generate(
+            model,
+            tokenizer,
+            features[i : i + 1].repeat(s.candidates, 1, 1),
+            cfg.model.prompt,
+            budget,
+            cfg.model.max_length,
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            repetition_penalty=s.repetition_penalty,
+            seed=s.seed + start + i,
+        )
+        out.append([texts, cut])
+    write_json(path, out)
+    return out
+
+
+def _shard_key(cfg: Config, root: Path, shard: pd.DataFrame, start: int, budget: int) -> str:
+    from ..evaluate.predict import model_stamps
+
+    blob = json.dumps(
+        [
+            model_stamps(root, root / paths.BASE, root / paths.ADAPTER),
+            cfg.section("prefer"),
+            cfg.section("model"),
+            shard["sample_id"].tolist(),
+            start,
+            budget,
+        ],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _encodable(pairs: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int) -> tuple[pd.DataFrame, int]:
+    """Pairs whose both sides fit model.max_length (a sampled caption is never truncated either)."""
+    keep = []
+    for i, row in pairs.iterrows():
+        try:
+            for text in (row.chosen, row.rejected):
+                encode(tokenizer, cfg.model.prompt, text, media_tokens, cfg.model.max_length, row.sample_id)
+            keep.append(i)
+        except SampleTooLong:
+            continue
+    return pairs.loc[keep].reset_index(drop=True), len(pairs) - len(keep)
+
+
+def pair_logprobs(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows) -> tuple[torch.Tensor, ...]:
+    """Sequence log-probabilities of the chosen and of the rejected captions of `take`, in one forward pass
+    (each clip's features twice), and the tokens that pass saw."""
+    features = store.get(rows.loc[take.sample_id])
+    n = features.shape[1]
+    encoded = [encode(tokenizer, cfg.model.prompt, t, n, cfg.model.max_length) for t in [*take.chosen, *take.rejected]]
+    logp = sequence_logprobs(model, encoded, torch.cat([features, features]), tokenizer.pad_token_id)
+    return logp[: len(take)], logp[len(take) :], sum(len(e) for e in encoded)
+
+
+@torch.no_grad()
+def reference_logprobs(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows) -> tuple[list, list]:
+    """Both sides' log-probabilities under the model as stage 2 left it, computed once, a pair at a time:
+    `pair_accuracy` repeats exactly this computation, so an unchanged model ties (0.5), bit for bit."""
+    model.eval()
+    sides = [pair_logprobs(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows) for i in range(len(pairs))]
+    return [float(c) for c, _, _ in sides], [float(r) for _, r, _ in sides]
+
+
+def pair_loss(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows) -> tuple[torch.Tensor, dict, int]:
+    """The DPO loss of a micro-batch of pairs, its reward figures, and the tokens it saw."""
+    chosen, rejected, tokens = pair_logprobs(model, tokenizer, store, cfg, take, rows)
+    ref_c, ref_r = (torch.tensor(take[c].values, dtype=torch.float32, device=chosen.device) for c in REF)
+    loss, stats = dpo_loss(chosen, rejected, ref_c, ref_r, cfg.prefer.beta)
+    return loss, stats, tokens
+
+
+@torch.no_grad()
+def pair_accuracy(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows) -> float | None:
+    """Preference accuracy of the model's implicit reward on `pairs` (0.5 before any DPO step)."""
+    if not len(pairs):
+        return None
+    model.eval()
+    ranked = sum(
+        pair_loss(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows)[1]["preference_accuracy"]
+        for i in range(len(pairs))
+    )
+    model.train()
+    return ranked / len(pairs)
