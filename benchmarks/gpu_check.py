@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,7 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     )
     record(preset, "stage-2 samples/s", round(statistics.median(rates[1:] or rates), 2), f"median of {steps} steps")
     stage1_peak(preset, model, cfg, dev, prec)
+    dpo_peak(preset, model, feats[:1], encoded[0], tok.pad_token_id, dev, prec)
     eval_speed(preset, model, cfg, dev, prec, smoke)
     model = None  # free it before the next preset is measured
     reset_peak(dev)
@@ -306,6 +308,33 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
     value.backward()
     model.zero_grad(set_to_none=True)
     record(preset, "stage-1 peak GiB (alloc / reserved)", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
+
+
+def dpo_peak(preset: str, model, feats, chosen, pad_id: int, dev: str, prec: str) -> None:
+    """One step of the prefer stage (DPO) at the preset's prefer batch: chosen and rejected captions of
+    each clip in one forward pass, projector frozen, LoRA trained, reference log-probabilities given."""
+    from kocap.config import load_config
+    from kocap.model import runtime
+    from kocap.model.video_lm import sequence_logprobs
+    from kocap.train.prefer import dpo_loss
+
+    pairs = load_config(overrides=[f"model.preset={preset}"]).prefer.batch_size
+    frozen = [p for n, p in model.named_parameters() if ".multi_modal_projector." in n and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    rejected = replace(chosen, answer=chosen.answer[: len(chosen.answer) // 2])  # a shorter caption
+    reset_peak(dev)
+    with runtime.autocast(prec, dev):
+        logp = sequence_logprobs(model, [chosen] * pairs + [rejected] * pairs, feats.repeat(2 * pairs, 1, 1), pad_id)
+        ref = logp.detach() - 1.0
+        value, _ = dpo_loss(logp[:pairs], logp[pairs:], ref[:pairs], ref[pairs:], beta=0.1)
+    value.backward()
+    model.zero_grad(set_to_none=True)
+    for p in frozen:
+        p.requires_grad_(True)
+    record(
+        preset, "DPO step peak GiB (alloc / reserved)", peak_gib(dev), f"{pairs} pair(s), {len(chosen)} tokens, {prec}"
+    )
 
 
 def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:

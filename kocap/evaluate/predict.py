@@ -23,10 +23,9 @@ from .. import paths
 from ..config import Config
 from ..data.rows import split_rows
 from ..io import write_json
-from ..model.captioner import Captioner, generation_budget
+from ..model.captioner import Captioner, generation_budget, trained_adapter
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
-from ..train.prefer import adapter_dir
 from .metrics import require
 
 SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
@@ -41,7 +40,7 @@ def _order(cfg: Config, n: int, which: str) -> np.ndarray:
 def predict(cfg: Config, root: Path) -> tuple[list[str], list[bool], list[str], int]:
     """Validation captions with the true videos (and cut flags), with shuffled videos, and the budget."""
     budget = resolved_budget(cfg, root)
-    captioner = Captioner.load(root / paths.BASE, adapter_dir(cfg, root), cfg, budget)
+    captioner = Captioner.load(root / paths.BASE, trained_adapter(cfg, root), cfg, budget)
     val = split_rows(root, "val")
     store = FeatureStore(captioner.model, root)
     predictions, cut = _captions(captioner, store, cfg, root, val, "model", budget)
@@ -87,7 +86,7 @@ def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: i
     """Keyed by the model files, the eval and model params, the resolved budget and the clips."""
     blob = json.dumps(
         [
-            model_stamps(root, root / paths.BASE, adapter_dir(cfg, root)),
+            model_stamps(root, root / paths.BASE, trained_adapter(cfg, root)),
             cfg.section("eval"),
             cfg.section("model"),
             val["sample_id"].tolist(),
@@ -140,7 +139,7 @@ def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
             str(root),
             cfg.section("model"),
             cfg.section("eval"),
-            model_stamps(root, root / paths.BASE, adapter_dir(cfg, root)),
+            model_stamps(root, root / paths.BASE, trained_adapter(cfg, root)),
             budget,
         ],
         sort_keys=True,
@@ -148,5 +147,5 @@ def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
     with _LOADING:
         if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[key] = Captioner.load(root / paths.BASE, adapter_dir(cfg, root), cfg, budget)
+            _LOADED[key] = Captioner.load(root / paths.BASE, trained_adapter(cfg, root), cfg, budget)
         return _LOADED[key]

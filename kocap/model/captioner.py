@@ -1,6 +1,6 @@
-"""A trained captioner: the base checkpoint + the stage-2 adapter, with the one frames→caption path.
+"""A trained captioner: the base checkpoint + the trained adapter, with the one frames→caption path.
 
-    cap = Captioner.load(base_dir, adapter_dir, cfg)
+    cap = Captioner.load(base_dir, trained_adapter(cfg, root), cfg)
     cap.caption_frames(np.stack([cap.frames(p) for p in paths]))   # same frames, prompt and template as training
 
 On a GPU it runs in the precision training used there (fp16 on a T4, bf16 on sm_80+), batched by
@@ -16,11 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import paths
 from ..config import Config
 from ..data.video import FrameSpec, load_clip
 from . import runtime
 from .text import answer, load_tokenizer
 from .video_lm import generate, pooled_features
+
+
+def trained_adapter(cfg: Config, root: Path) -> Path:
+    """The adapter evaluation, registration and serving take: the prefer stage's (DPO) when it is on,
+    else stage 2's."""
+    return root / (paths.PREFER_ADAPTER if cfg.prefer.enabled else paths.ADAPTER)
 
 
 def generation_budget(tokenizer, captions: list[str]) -> int:

@@ -26,7 +26,7 @@ from .. import faults, paths
 from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
-from ..train.prefer import adapter_dir
+from ..model.captioner import trained_adapter
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
@@ -164,7 +164,7 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=pyfunc_model.__file__,
-            artifacts={"adapter": str(adapter_dir(cfg, root)), "config": str(config), "base_ref": str(base)},
+            artifacts={"adapter": str(trained_adapter(cfg, root)), "config": str(config), "base_ref": str(base)},
             pip_requirements=serving_requirements(),
         )
         mlflow.set_tag("kocap.model_uri", info.model_uri)

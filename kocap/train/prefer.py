@@ -132,11 +132,6 @@ def dpo_loss(
     return loss, {"reward_margin": float(margin.mean()), "preference_accuracy": float(ranked.mean())}
 
 
-def adapter_dir(cfg: Config, root: Path) -> Path:
-    """The adapter evaluation, registration and serving take: the prefer stage's when it is on, else stage 2's."""
-    return root / (paths.PREFER_ADAPTER if cfg.prefer.enabled else paths.ADAPTER)
-
-
 def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.prefer
     if not s.enabled:

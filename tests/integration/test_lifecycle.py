@@ -278,6 +278,39 @@ def test_outputs_restore_from_the_remote(project):
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
 
 
+def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(project):
+    """prefer.enabled: pairs of the stage-2 model's own sampled captions, scored against the references;
+    DPO on them; evaluation and the registered version take the DPO adapter, lineage says so; stage 2 is
+    reused, not retrained; `dvc repro` then has nothing to do."""
+    import hashlib
+
+    import mlflow
+    import pandas as pd
+
+    overrides = ["prefer.enabled=true", "prefer.max_clips=12", "prefer.candidates=3", "prefer.epochs=1"]
+    summary, _ = _kocap(project, *overrides)
+    assert all(summary[s]["ran"] is True for s in ("prefer", "evaluate", "register")) and not summary["finetune"]["ran"]
+    pairs = pd.read_parquet(project / "data/preferences.parquet")
+    assert 0 < len(pairs) <= 12 and (pairs.chosen != pairs.rejected).all()
+    assert (pairs.score_chosen - pairs.score_rejected >= 0.05).all() and pairs.why.str.startswith("primary").all()
+    assert pairs[["ref_chosen", "ref_rejected"]].lt(0).all().all()  # log-probabilities of whole captions
+    report = json.loads((project / "reports/prefer.json").read_text(encoding="utf-8"))
+    assert report["steps"] > 0 and report["heldout_preference_accuracy_before"] == 0.5  # policy == reference
+    client = _mlflow(project)
+    latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
+    assert latest.tags["prefer"].startswith(f"DPO on {len(pairs)} pairs")
+    assert latest.tags["dvc.models/prefer"] in (project / "dvc.lock").read_text(encoding="utf-8")
+    served = Path(mlflow.artifacts.download_artifacts(f"models:/kocap/{latest.version}"))
+
+    def md5(folder: Path) -> str:
+        return hashlib.md5((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+    (adapter,) = {p.parent for p in served.rglob("adapter_model.safetensors")}
+    assert md5(adapter) == md5(project / "models/prefer/adapter") != md5(project / "models/finetune/adapter")
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}
+    assert "Running stage" not in _dvc(project, "repro").stdout
+
+
 def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness

@@ -243,6 +243,7 @@ def test_the_gpu_check_runs_in_its_cpu_smoke_mode():
         ("micro", "caption (served path)"),
         ("qwen3-8b", "stage-2 samples/s"),
         ("qwen3-8b", "stage-1 peak GiB (alloc / reserved)"),
+        ("qwen3-8b", "DPO step peak GiB (alloc / reserved)"),
         ("qwen3-8b", "eval tokens/s"),
     } <= measured  # assemble: tested above
     assert not any(r["measure"] == "FAILED" for r in rows)

@@ -22,6 +22,7 @@ def test_params_yaml_loads_with_every_section():
         "model",
         "stage1",
         "stage2",
+        "prefer",
         "eval",
         "registry",
         "ops",
