@@ -47,6 +47,7 @@ from .loop import plan, run_signature, weight_files
 log = logging.getLogger(__name__)
 CACHE = ".kocap-cache/prefer"  # sampled candidates per shard of clips, keyed by model, params and clips
 SHARD = 16
+SAMPLING = ("candidates", "temperature", "top_p", "top_k", "repetition_penalty", "seed")  # what candidates depend on
 
 REPEAT_PENALTY = 1.0  # per unit share of a caption's sentences that repeat an earlier one
 CUT_PENALTY = 0.5  # a caption the budget cut ends mid-sentence: never the better one when it costs this much
@@ -142,10 +143,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     tokenizer = load_tokenizer(str(root / paths.BASE))
     model = load_stage2(root, prec, dev)
     store = FeatureStore(model, root)
-    rows = split_rows(root, "train")
-    if s.max_clips:
-        rows = rows.iloc[np.sort(np.random.default_rng(s.seed).permutation(len(rows))[: s.max_clips])]
-    rows = rows.set_index("sample_id", drop=False)
+    rows = training_clips(root, s.max_clips, s.seed)
     pairs = preference_pairs(cfg, root, model, tokenizer, store, rows)
     held = heldout(len(pairs), s.heldout_frac, s.seed)
     pairs["heldout"] = held
@@ -235,6 +233,14 @@ def load_stage2(root: Path, prec: str, dev: str):
     return model
 
 
+def training_clips(root: Path, max_clips: int, seed: int) -> pd.DataFrame:
+    """The training rows candidates are sampled for (a seeded subset of `max_clips`, 0 = all), by sample id."""
+    rows = split_rows(root, "train")
+    if max_clips:
+        rows = rows.iloc[np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_clips])]
+    return rows.set_index("sample_id", drop=False)
+
+
 def heldout(n: int, frac: float, seed: int) -> np.ndarray:
     """A seeded mask of the pairs kept out of training."""
     mask = np.zeros(n, dtype=bool)
@@ -300,7 +306,7 @@ def _shard_key(cfg: Config, root: Path, shard: pd.DataFrame, start: int, budget:
     blob = json.dumps(
         [
             model_stamps(root, root / paths.BASE, root / paths.ADAPTER),
-            cfg.section("prefer"),
+            {k: v for k, v in cfg.section("prefer").items() if k in SAMPLING},
             cfg.section("model"),
             shard["sample_id"].tolist(),
             start,
