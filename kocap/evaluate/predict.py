@@ -82,11 +82,16 @@ def model_stamps(root: Path, *folders: Path) -> list:
     return [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
+def _captioner_stamps(cfg: Config, root: Path) -> list:
+    """The stamps of the base and of the adapter evaluation takes (stage 2's or the prefer stage's)."""
+    return model_stamps(root, root / paths.BASE, trained_adapter(cfg, root))
+
+
 def _shard_path(cfg: Config, root: Path, val: pd.DataFrame, which: str, start: int, budget: int) -> Path:
     """Keyed by the model files, the eval and model params, the resolved budget and the clips."""
     blob = json.dumps(
         [
-            model_stamps(root, root / paths.BASE, trained_adapter(cfg, root)),
+            _captioner_stamps(cfg, root),
             cfg.section("eval"),
             cfg.section("model"),
             val["sample_id"].tolist(),
@@ -139,7 +144,7 @@ def _shared_captioner(root: Path, cfg: Config, budget: int) -> Captioner:
             str(root),
             cfg.section("model"),
             cfg.section("eval"),
-            model_stamps(root, root / paths.BASE, trained_adapter(cfg, root)),
+            _captioner_stamps(cfg, root),
             budget,
         ],
         sort_keys=True,
