@@ -29,7 +29,7 @@ from ..model.presets import image_tokens
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
 from ..model.video_lm import answer_loss
 from ..model.video_lm import loss as video_loss
-from .loop import plan, run_signature, weight_files
+from .loop import plan, run_params, run_signature, weight_files
 from .samples import warm_and_encode
 from .tracking import train_tracked
 
@@ -54,7 +54,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         videos = (encoded, rows)
         items += [("video", i) for i in range(len(rows))]
     signature = run_signature(
-        cfg.section("stage1"), cfg.section("model"), len(items), files=weight_files(root / paths.BASE)
+        run_params(cfg.section("stage1")), cfg.section("model"), len(items), files=weight_files(root / paths.BASE)
     )
     schedule, spec = plan(len(items), s, root / paths.ALIGN / "checkpoints", signature, prec, dev)
 

@@ -24,7 +24,7 @@ from ..model.build import load_qlora
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
 from ..model.video_lm import base_model, loss
-from .loop import plan, run_signature, weight_files
+from .loop import plan, run_params, run_signature, weight_files
 from .samples import warm_and_encode
 from .tracking import train_tracked
 
@@ -71,7 +71,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 
 def signature(cfg: Config, rows: pd.DataFrame, root: Path) -> str:
     return run_signature(
-        cfg.section("stage2"),
+        run_params(cfg.section("stage2")),
         cfg.section("model"),
         rows["sample_id"].tolist(),
         rows["shard"].tolist(),

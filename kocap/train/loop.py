@@ -100,6 +100,13 @@ def weight_files(folder: Path) -> tuple[Path, ...]:
     return tuple(sorted(Path(folder).glob("*.safetensors")))
 
 
+def run_params(section: dict) -> dict:
+    """A training section as far as it decides which run a checkpoint belongs to. Precision is left out:
+    the remedy for an fp16 overflow (rerun with `precision: fp32`) continues from the last checkpoint,
+    which holds only finite fp32 trainable weights, instead of starting over."""
+    return {k: v for k, v in section.items() if k != "precision"}
+
+
 def run_signature(*parts, files: tuple[Path, ...] = ()) -> str:
     """What makes two runs the same run: params and data (`parts`), the starting weights (`files`, by
     size and modification time: a rewritten base model never resumes older checkpoints) and the code."""

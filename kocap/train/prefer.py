@@ -42,7 +42,7 @@ from ..model.features import FeatureStore
 from ..model.text import SampleTooLong, encode, load_tokenizer
 from ..model.video_lm import generate, sequence_logprobs
 from ..sample.facts import read_facts
-from .loop import plan, run_signature, weight_files
+from .loop import plan, run_params, run_signature, weight_files
 
 log = logging.getLogger(__name__)
 CACHE = ".kocap-cache/prefer"  # sampled candidates per shard of clips, keyed by model, params and clips
@@ -157,7 +157,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
-        cfg.section("prefer"), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
+        run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
     )
     schedule, spec = plan(len(train), s, root / paths.PREFER / "checkpoints", signature, prec, dev)
 

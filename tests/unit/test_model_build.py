@@ -77,6 +77,36 @@ def test_a_non_finite_loss_stops_training(tmp_path):
         run_loop(layer, lambda step: (layer(torch.ones(2)).sum() * 0 + next(losses), 1, 1), spec)
 
 
+def test_an_fp16_overflow_is_remedied_in_fp32_from_the_last_checkpoint(tmp_path):
+    """The documented remedy for a non-finite loss on a T4: rerun with `stage2.precision: fp32`. The rerun
+    is the same run (precision is not part of its signature), so it resumes from the last checkpoint
+    instead of starting over; any other changed param still starts fresh."""
+    import pandas as pd
+
+    from kocap.config import load_config
+    from kocap.train.finetune import signature
+    from kocap.train.loop import LoopSpec, NonFiniteLoss, run_loop
+
+    rows = pd.DataFrame({"sample_id": ["a", "b"], "shard": ["s0", "s0"]})
+    fp16, fp32, other = (
+        load_config(overrides=o)
+        for o in (["stage2.precision=fp16"], ["stage2.precision=fp32"], ["stage2.precision=fp32", "stage2.lr=0.5"])
+    )
+    assert signature(fp16, rows, tmp_path) == signature(fp32, rows, tmp_path) != signature(other, rows, tmp_path)
+    layer = torch.nn.Linear(2, 1)
+
+    def batch(m):  # overflows at step 3, after the checkpoint of step 2
+        value = layer(torch.ones(2)).pow(2).sum()
+        return (value * float("inf") if m == 3 else value), 1, 1
+
+    sig = signature(fp16, rows, tmp_path)
+    spec = LoopSpec(steps=5, lr=0.1, checkpoint_every=2, checkpoint_dir=tmp_path, signature=sig, precision="fp16")
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        run_loop(layer, batch, spec)
+    fixed = LoopSpec(**{**spec.__dict__, "signature": signature(fp32, rows, tmp_path), "precision": "fp32"})
+    assert run_loop(layer, lambda m: (layer(torch.ones(2)).pow(2).sum(), 1, 1), fixed)["resumed_from"] == 2
+
+
 def test_anyres_preprocessing_equals_llava_next_image_processor():
     import numpy as np
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
