@@ -142,6 +142,16 @@ class TinyLMParams(_Section):
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
+class TinyTowerParams(_Section):
+    """The tiny preset's stand-in for CLIP's pre-training: its tower learns, from single training frames,
+    which words their caption uses (bag of words). Frozen afterwards, as a CLIP tower is."""
+
+    pretrain_steps: int = Field(300, ge=0, le=1_000_000)
+    lr: float = Field(3e-3, gt=0, le=1, allow_inf_nan=False)
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+
+
 class ModelParams(_Section):
     preset: str = "tiny"
     presets: dict[str, Preset] = {
@@ -170,6 +180,7 @@ class ModelParams(_Section):
     max_length: int = Field(2048, ge=16, le=262_144)
     too_long: Literal["error", "drop"] = "error"  # a sample over max_length is never truncated
     tiny_lm: TinyLMParams = TinyLMParams()
+    tiny_tower: TinyTowerParams = TinyTowerParams()
 
     @model_validator(mode="after")
     def _known_preset(self):

@@ -100,7 +100,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="assemble",
         run="kocap.train.assemble:run",
-        inputs=(p.VALIDATED,),
+        inputs=(p.VALIDATED, p.FRAMES),  # FRAMES: the tiny tower's pre-training frames
         params=("model", "frames.num_frames"),
         outs=(p.BASE,),
         metrics=(p.ASSEMBLE_REPORT,),

@@ -5,7 +5,9 @@
 Production presets load CLIP ViT-L/14@336 and Qwen3 with `from_pretrained` (hub id or folder) and
 add `<video>`/`<image>` to Qwen's tokenizer. The tiny preset has no pretrained LLM to load, so it
 makes its stand-in here: a byte-level BPE tokenizer and a small Qwen3 pre-trained on the training
-captions (text only: no video is seen, so grounding still has to be learned in stage 2).
+captions in the chat format (text only: no video is seen, so grounding still has to be learned in
+stage 2), and its CLIP stand-in: a tiny tower pre-trained on training frames to tell which words their
+caption uses, frozen afterwards as CLIP is.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from transformers import CLIPVisionModel, Qwen3ForCausalLM
 
 from .. import paths
 from ..config import Config
+from ..data.rows import open_frames, split_rows
 from ..io import write_json
+from ..model.video_lm import tower_hidden
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
 from ..model.presets import source
 from ..model.sources import ensure_sources
+from ..model.preprocess import normalize
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
 from .loop import host_peak_mb
 
@@ -35,7 +41,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     preset, out = cfg.model.chosen, root / paths.BASE
     ensure_sources(root, preset, offline=env is not None and env.hub_offline())
     shutil.rmtree(out, ignore_errors=True)
-    lm_loss = None
+    lm_loss = tower_loss = None
     if preset.llm == "tiny":
         texts = corpus(root)
         tokenizer = train_tiny_tokenizer(
@@ -45,6 +51,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         vision = CLIPVisionModel(tiny_vision_config(preset.image_size, preset.patch_size))  # random, frozen
         llm, lm_loss = pretrain_tiny_lm(tokenizer, texts, cfg)
         model = assemble(vision, llm, tokenizer, cfg.frames.num_frames)
+        tower_loss = pretrain_tiny_tower(model, split_rows(root, "train"), tokenizer, root, cfg)
         model.save_pretrained(out)
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
         params = sum(p.numel() for p in model.parameters())
@@ -64,6 +71,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "parameters_m": round(params / 1e6, 2),
         "vocab": len(tokenizer),
         "tiny_lm_final_loss": lm_loss,
+        "tiny_tower_final_loss": tower_loss,
         "peak_host_rss_mb": round(host_peak_mb()),
     }
     write_json(root / paths.ASSEMBLE_REPORT, report)
@@ -78,23 +86,24 @@ def corpus(root: Path) -> list[str]:
 
 
 def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3ForCausalLM, float]:
-    """Next-token training of a small Qwen3 on `caption<|im_end|>` sequences."""
+    """Next-token training of a small Qwen3 on chat turns: the user turn, then `caption<|im_end|>`."""
     p = cfg.model.tiny_lm
     torch.manual_seed(p.seed)
     model = Qwen3ForCausalLM(tiny_text_config(len(tokenizer)))
-    seqs = [tokenizer(answer(t), add_special_tokens=False)["input_ids"] for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
     rng = np.random.default_rng(p.seed)
+    seqs = [chat_sequence(tokenizer, t, cfg.model.prompt) for t in texts]
     losses = []
     model.train()
     for _ in range(p.pretrain_steps):
         batch = [seqs[i] for i in rng.choice(len(seqs), size=min(p.batch_size, len(seqs)), replace=False)]
-        width = max(map(len, batch))
+        width = max(len(ids) for ids, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         labels = torch.full((len(batch), width), -100)
-        for i, s in enumerate(batch):
-            ids[i, : len(s)], labels[i, : len(s)] = torch.tensor(s), torch.tensor(s)
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (seq, lab) in enumerate(batch):
+            ids[i, : len(seq)], labels[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), torch.tensor(lab), 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -102,3 +111,45 @@ def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3For
     final = float(np.mean(losses[-20:]))
     log.info("tiny LM pre-trained: %d steps, final loss %.3f", p.pretrain_steps, final)
     return model, final
+
+
+def chat_sequence(tokenizer, caption: str, prompt: str) -> tuple[list[int], list[int]]:
+    """(ids, labels) of one pre-training turn: the user turn with its media slot empty, then the answer;
+    labels -100 on the prompt, as in stage 2, so the LM learns to answer that prompt in the captions' words."""
+    before = tokenizer(user_turn(prompt, ""), add_special_tokens=False)["input_ids"]
+    after = tokenizer(answer(caption), add_special_tokens=False)["input_ids"]
+    return before + after, [-100] * len(before) + after
+
+
+def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: Config) -> float | None:
+    """The tiny tower's stand-in for CLIP's image-text pre-training: single training frames, through the
+    path the LM's features take (layer -2, 2x2 pooling), averaged, predict which words their caption
+    uses (bag of words, a linear head dropped afterwards). Stage 2 keeps the tower frozen as always."""
+    p = cfg.model.tiny_tower
+    if not p.pretrain_steps or rows.empty:
+        return None
+    inner = model.model
+    targets = torch.zeros(len(rows), len(tokenizer))
+    for i, caption in enumerate(rows["caption_ko"]):
+        targets[i, sorted(set(tokenizer(caption, add_special_tokens=False)["input_ids"]))] = 1
+    varying = (targets.mean(0) > 0) & (targets.mean(0) < 1)  # a word every caption uses tells nothing
+    targets = targets[:, varying]
+    head = torch.nn.Linear(inner.vision_tower.config.hidden_size, targets.shape[1])
+    inner.vision_tower.requires_grad_(True)
+    params = [*inner.vision_tower.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=p.lr)
+    rng = np.random.default_rng(p.seed)
+    losses = []
+    for _ in range(p.pretrain_steps):
+        clips = rng.choice(len(rows), size=min(p.batch_size, len(rows)), replace=False)
+        frames = np.stack([open_frames(root, rows.iloc[c])[rng.integers(cfg.frames.num_frames)] for c in clips])
+        pooled = inner.vision_resampler(tower_hidden(inner, torch.from_numpy(normalize(frames))))
+        loss = F.binary_cross_entropy_with_logits(head(pooled.mean(1)), targets[clips])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    inner.vision_tower.requires_grad_(False)
+    final = float(np.mean(losses[-20:]))
+    log.info("tiny tower pre-trained: %d steps, final loss %.4f", p.pretrain_steps, final)
+    return final
