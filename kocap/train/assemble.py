@@ -26,12 +26,12 @@ from .. import paths
 from ..config import Config
 from ..data.rows import open_frames, split_rows
 from ..io import write_json
-from ..model.video_lm import tower_hidden
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
+from ..model.preprocess import normalize
 from ..model.presets import source
 from ..model.sources import ensure_sources
-from ..model.preprocess import normalize
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
+from ..model.video_lm import tower_hidden
 from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)

@@ -34,9 +34,7 @@ def test_a_pretraining_turn_puts_the_loss_on_the_answer_only(tmp_path):
 def test_the_tiny_tower_learns_which_caption_words_its_frames_show_and_is_frozen_after(tmp_path):
     tok = _tokenizer(tmp_path)
     torch.manual_seed(0)
-    model = assemble(
-        CLIPVisionModel(tiny_vision_config(64, 8)), Qwen3ForCausalLM(tiny_text_config(len(tok))), tok, 8
-    )
+    model = assemble(CLIPVisionModel(tiny_vision_config(64, 8)), Qwen3ForCausalLM(tiny_text_config(len(tok))), tok, 8)
     colours = ["빨간색", "파란색"] * 8
     frames = np.full((len(colours), 8, 64, 64, 3), 128, np.uint8)
     for i, c in enumerate(colours):
