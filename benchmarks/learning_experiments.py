@@ -15,15 +15,14 @@ Levers (defaults = today's tiny preset):
   layers=4 hidden=256      the tiny LM's depth and width
   corpus=train             what the tiny LM reads: train (training captions) | generated (paragraphs of
                            freshly drawn scenes, `ngen` of them) | sentences (training captions split)
-  chat=0                   1: pre-train the LM on chat-formatted sequences (user turn, then the caption)
-  kw=0                     with chat=1: the user turn holds `kw` random words of the caption (copying)
-  tower=0                  1: pre-train the frozen tower on training frames to predict its caption's
-                           words (bag of words, from the pooled feature-layer tokens; `tpool` mean|max,
-                           `tsteps`, `tlr`, `tbs`, `tlayers`, `twidth`)
+  tlayers=2 twidth=64      the tiny tower's depth and width
   oracle=0                 1: replace the video features by the clip's facts (one-hot on every token):
                            what the LM side learns with perfect features
 
 Measured on 2026-12-03 (1,200 clips, 1,146 train; 48 validation clips scored; the README has the table).
+The chat-format LM pre-training and the tower's bag-of-words pre-training prototyped here then moved into
+kocap's assemble stage (`model.tiny_tower`; `model.tiny_tower.pretrain_steps=0` switches the tower's off);
+the keyword-context lever was dropped: the 2-layer LM did not learn to copy from its context.
 """
 
 from __future__ import annotations
@@ -39,20 +38,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a bare copy
 
-import torch.nn.functional as F  # noqa: E402
 from transformers import Qwen3Config  # noqa: E402
 
 import kocap.train.assemble as assemble_stage  # noqa: E402
 from kocap import paths  # noqa: E402
 from kocap.config import load_config  # noqa: E402
-from kocap.data.rows import open_frames, split_rows  # noqa: E402
+from kocap.data.rows import split_rows  # noqa: E402
 from kocap.env import RunEnv  # noqa: E402
 from kocap.model import features as feature_cache  # noqa: E402
 from kocap.model.captioner import Captioner, generation_budget  # noqa: E402
 from kocap.model.features import FeatureStore  # noqa: E402
-from kocap.model.preprocess import normalize  # noqa: E402
-from kocap.model.text import load_tokenizer, user_turn  # noqa: E402
-from kocap.model.video_lm import tower_hidden  # noqa: E402
+from kocap.model.text import load_tokenizer  # noqa: E402
 from kocap.sample.captions import describe  # noqa: E402
 from kocap.sample.facts import FACTS, attribute_accuracy, read_facts  # noqa: E402
 from kocap.sample.scene import draw_scene  # noqa: E402
@@ -116,66 +112,6 @@ def corpus(lv: Levers, original):
     return read
 
 
-def chat_pretraining(lv: Levers, original):
-    """The LM reads `user turn + caption`: the empty video slot dropped, or `kw` caption words in it."""
-    rng = np.random.default_rng(5)
-
-    def pretrain(tokenizer, texts, cfg):
-        def context(text: str) -> str:
-            if not lv.get("kw", 0):
-                return user_turn(cfg.model.prompt).replace("<video>\n", "")
-            words = text.replace(",", "").replace(".", "").split()
-            pick = rng.choice(len(words), min(len(words), lv.get("kw", 0)), replace=False)
-            return user_turn(cfg.model.prompt, " ".join(words[i] for i in pick))
-
-        class Prefixed:
-            def __init__(self, tok):
-                self.tok = tok
-
-            def __call__(self, text, **kw):
-                return self.tok(context(text) + text, **kw)
-
-            def __getattr__(self, name):
-                return getattr(self.tok, name)
-
-            def __len__(self):
-                return len(self.tok)
-
-        return original(Prefixed(tokenizer), texts, cfg)
-
-    return pretrain
-
-
-def tower_pretraining(lv: Levers, root: Path, original):
-    """Before assembling: train the tower so its pooled feature-layer tokens predict the caption's words."""
-
-    def assemble(vision, llm, tokenizer, num_frames):
-        rows = split_rows(root, "train")
-        frames = np.stack([np.asarray(open_frames(root, r)) for _, r in rows.iterrows()])
-        targets = torch.zeros(len(rows), len(tokenizer))
-        for i, caption in enumerate(rows["caption_ko"]):
-            targets[i, list(set(tokenizer(caption, add_special_tokens=False)["input_ids"]))] = 1
-        informative = (targets.mean(0) > 0.01) & (targets.mean(0) < 0.99)
-        targets = targets[:, informative]
-        head = torch.nn.Linear(vision.config.hidden_size, targets.shape[1])
-        inner = type("Inner", (), {"vision_tower": vision})()
-        inner.config = type("C", (), {"vision_feature_layer": -2})()
-        opt = torch.optim.AdamW([*vision.parameters(), *head.parameters()], lr=lv.get("tlr", 3e-3))
-        rng, bs = np.random.default_rng(0), lv.get("tbs", 32)
-        for _ in range(lv.get("tsteps", 300)):
-            clip, frame = rng.choice(len(frames), bs, replace=False), rng.integers(0, frames.shape[1], bs)
-            hidden = tower_hidden(inner, torch.from_numpy(normalize(frames[clip, frame])))
-            side = int(hidden.shape[1] ** 0.5)
-            pooled = F.avg_pool2d(hidden.transpose(1, 2).reshape(bs, -1, side, side), 2).flatten(2).transpose(1, 2)
-            logits = head(pooled).max(1).values if lv.get("tpool", "mean") == "max" else head(pooled.mean(1))
-            F.binary_cross_entropy_with_logits(logits, targets[clip]).backward()
-            opt.step()
-            opt.zero_grad()
-        return original(vision, llm, tokenizer, num_frames)
-
-    return assemble
-
-
 def oracle_features(original):
     def get(self, rows):
         real = original(self, rows)
@@ -221,10 +157,6 @@ def main(project: Path, name: str, args: list[str]) -> None:
     assemble_stage.tiny_text_config = text_config(lv)
     assemble_stage.tiny_vision_config = vision_config(lv)
     assemble_stage.corpus = corpus(lv, assemble_stage.corpus)
-    if lv.get("chat", 0):
-        assemble_stage.pretrain_tiny_lm = chat_pretraining(lv, assemble_stage.pretrain_tiny_lm)
-    if lv.get("tower", 0):
-        assemble_stage.assemble = tower_pretraining(lv, root, assemble_stage.assemble)
     if lv.get("oracle", 0):
         feature_cache.FeatureStore.get = oracle_features(feature_cache.FeatureStore.get)
     env, seconds = RunEnv({}, track=False), {}

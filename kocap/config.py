@@ -119,7 +119,7 @@ class Preset(_Section):
     image_size: int = Field(ge=8, le=1024)  # the tower's input size: frames are stored at this size
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
-    prefer: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=4)  # pairs per micro-batch
+    prefer: TrainDefaults = TrainDefaults(lr=1e-4, batch_size=4)  # pairs; 1e-3 undid stage 2 (README)
     eval_batch_size: int = Field(16, ge=1, le=4096)  # clips per generation batch: what fits beside the KV cache
 
     @field_validator("image_size")

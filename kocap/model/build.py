@@ -229,6 +229,15 @@ def train_in_fp32(model) -> None:
             p.data = p.data.float()
 
 
+def ready_to_train(model, dev: str):
+    """Trainable weights in fp32 and, on a GPU, gradient checkpointing (stage 1 and prefer: the gradient
+    flows back through every frozen LLM layer, whose activations a T4 cannot hold)."""
+    train_in_fp32(model)
+    if dev == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def load_qlora(base_dir: Path, lora_r: int, lora_alpha: int, prec: str = "fp32", device: str = "cpu"):
     """The saved base model with its LLM in 4-bit nf4, LoRA on the LLM's linears, the projector
     trainable (modules_to_save), the tower frozen and not quantized, the head not quantized."""

@@ -22,7 +22,7 @@ from ..config import Config
 from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
-from ..model.build import load_base, train_in_fp32
+from ..model.build import load_base, ready_to_train
 from ..model.features import FeatureStore
 from ..model.preprocess import anyres
 from ..model.presets import image_tokens
@@ -118,10 +118,7 @@ def load_frozen(base_dir: Path, prec: str, dev: str):
     model = load_base(base_dir, prec, dev, quantize=dev == "cuda")
     for name, p in model.named_parameters():
         p.requires_grad_(".multi_modal_projector." in name)
-    train_in_fp32(model)
-    if dev == "cuda":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    return ready_to_train(model, dev)
 
 
 def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:

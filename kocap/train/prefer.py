@@ -221,16 +221,13 @@ def load_stage2(root: Path, prec: str, dev: str):
     """The stage-2 model to continue: its LoRA trainable, the projector frozen (LLaVA-Hound's recipe)."""
     from peft import PeftModel
 
-    from ..model.build import load_base, train_in_fp32
+    from ..model.build import load_base, ready_to_train
 
     model = PeftModel.from_pretrained(load_base(root / paths.BASE, prec, dev), root / paths.ADAPTER, is_trainable=True)
     for name, p in model.named_parameters():
         if ".multi_modal_projector." in name:
             p.requires_grad_(False)
-    train_in_fp32(model)
-    if dev == "cuda":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    return ready_to_train(model, dev)
 
 
 def training_clips(root: Path, max_clips: int, seed: int) -> pd.DataFrame:
@@ -251,14 +248,16 @@ def heldout(n: int, frac: float, seed: int) -> np.ndarray:
 def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.DataFrame) -> pd.DataFrame:
     """Candidates sampled per training clip, scored and paired, with the reference log-probabilities
     (the stage-2 model before any DPO step) of both sides."""
-    from ..evaluate.predict import resolved_budget
+    from ..evaluate.predict import model_stamps, resolved_budget
 
     s, budget, facts = cfg.prefer, resolved_budget(cfg, root), cfg.data.source == "sample"
+    stamps = model_stamps(root, root / paths.BASE, root / paths.ADAPTER)  # once: the model does not change here
     out = []
     for start in range(0, len(rows), SHARD):
         shard = rows.iloc[start : start + SHARD]
+        key = _shard_key(stamps, cfg, shard, start, budget)
         for row, (captions, cut) in zip(
-            shard.itertuples(), candidates(cfg, root, model, tokenizer, store, shard, start, budget)
+            shard.itertuples(), candidates(cfg, root, model, tokenizer, store, shard, start, budget, key)
         ):
             scored = score_captions(row.caption_ko, captions, cut, cfg.eval.primary_metric, facts)
             pair = best_and_worst(row.sample_id, captions, scored, s.min_margin)
@@ -271,10 +270,10 @@ def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.
     return pairs.assign(ref_chosen=ref_chosen, ref_rejected=ref_rejected)
 
 
-def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: int, budget: int) -> list:
-    """[(captions, cut flags)] per clip of a shard: K sampled captions each, cached by content."""
+def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: int, budget: int, key: str) -> list:
+    """[(captions, cut flags)] per clip of a shard: K sampled captions each, cached under `key` (_shard_key)."""
     s = cfg.prefer
-    path = root / CACHE / f"{_shard_key(cfg, root, shard, start, budget)}.json"
+    path = root / CACHE / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     features = store.get(shard)
@@ -300,12 +299,11 @@ def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: i
     return out
 
 
-def _shard_key(cfg: Config, root: Path, shard: pd.DataFrame, start: int, budget: int) -> str:
-    from ..evaluate.predict import model_stamps
-
+def _shard_key(stamps: list, cfg: Config, shard: pd.DataFrame, start: int, budget: int) -> str:
+    """What a shard's candidates depend on: the model files, the sampling params, the clips, the budget."""
     blob = json.dumps(
         [
-            model_stamps(root, root / paths.BASE, root / paths.ADAPTER),
+            stamps,
             {k: v for k, v in cfg.section("prefer").items() if k in SAMPLING},
             cfg.section("model"),
             shard["sample_id"].tolist(),

@@ -28,7 +28,7 @@ from kocap.model.features import FeatureStore
 from kocap.model.text import load_tokenizer
 from kocap.model.video_lm import generate
 from kocap.sample.facts import attribute_accuracy
-from kocap.train import align, assemble, finetune
+from kocap.train import align, assemble, finetune, prefer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +73,45 @@ def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp
     b = torch.load(
         sorted((clean / paths.FINETUNE / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=False
     )["trainable"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _kill_at_checkpoint(stage: str, overrides: list, root: Path, checkpoints: Path, step: int) -> None:
+    """Run a training stage in a child process and kill -9 it once checkpoint `step` is on disk."""
+    script = (
+        "import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import "
+        f"{stage}; {stage}.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(root)], env=os.environ.copy())
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob(f"step-{step:07d}")) and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _last_trainable(checkpoints: Path) -> dict:
+    return torch.load(sorted(checkpoints.glob("step-*"))[-1] / "state.pt", weights_only=False)["trainable"]
+
+
+def test_the_preference_stage_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
+    stage2 = ["stage2.epochs=1"]
+    dpo = ["prefer.enabled=true", "prefer.max_clips=12", "prefer.candidates=3", "prefer.batch_size=2"]
+    dpo += ["prefer.epochs=3", "prefer.checkpoint_every=2"]
+    trained = _copy(prepared, tmp_path / "s2")
+    align.run(load_config(REPO / "params.yaml", stage2), trained)
+    finetune.run(load_config(REPO / "params.yaml", stage2), trained)
+    killed, clean = _copy(trained, tmp_path / "a"), _copy(trained, tmp_path / "b")
+    checkpoints = killed / paths.PREFER / "checkpoints"
+    _kill_at_checkpoint("prefer", stage2 + dpo, killed, checkpoints, 4)
+    assert list(checkpoints.glob("step-0000004")), "the run was killed after its fourth step"
+    assert not (killed / paths.PREFER_REPORT).exists(), "killed before the end"
+    cfg = load_config(REPO / "params.yaml", stage2 + dpo)
+    resumed, unbroken = prefer.run(cfg, killed), prefer.run(cfg, clean)
+    assert resumed["resumed_from"] >= 4 and unbroken["resumed_from"] == 0
+    assert resumed["steps"] == unbroken["steps"] > 4
+    assert resumed["heldout_preference_accuracy_after"] == unbroken["heldout_preference_accuracy_after"]
+    a, b = _last_trainable(checkpoints), _last_trainable(clean / paths.PREFER / "checkpoints")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
