@@ -50,32 +50,6 @@ def _copy(prepared, tmp_path) -> Path:
     return root
 
 
-def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
-    overrides = ["stage2.epochs=1", "stage2.checkpoint_every=4"]
-    killed, clean = _copy(prepared, tmp_path / "a"), _copy(prepared, tmp_path / "b")
-    script = (
-        "import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import finetune;"
-        f"finetune.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(killed)], env=os.environ.copy())
-    checkpoints = killed / paths.FINETUNE / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(checkpoints.glob("step-0000008")):
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / paths.FINETUNE_REPORT).exists(), "killed before the end"
-    cfg = load_config(REPO / "params.yaml", overrides)
-    resumed = finetune.run(cfg, killed)
-    unbroken = finetune.run(cfg, clean)
-    assert resumed["steps"] == unbroken["steps"] == -(-len(split_rows(killed)) // cfg.stage2.batch_size)
-    a = torch.load(sorted(checkpoints.glob("step-*"))[-1] / "state.pt", weights_only=False)["trainable"]
-    b = torch.load(
-        sorted((clean / paths.FINETUNE / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=False
-    )["trainable"]
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-
-
 def _kill_at_checkpoint(stage: str, overrides: list, root: Path, checkpoints: Path, step: int) -> None:
     """Run a training stage in a child process and kill -9 it once checkpoint `step` is on disk."""
     script = (
@@ -92,6 +66,20 @@ def _kill_at_checkpoint(stage: str, overrides: list, root: Path, checkpoints: Pa
 
 def _last_trainable(checkpoints: Path) -> dict:
     return torch.load(sorted(checkpoints.glob("step-*"))[-1] / "state.pt", weights_only=False)["trainable"]
+
+
+def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
+    overrides = ["stage2.epochs=1", "stage2.checkpoint_every=4"]
+    killed, clean = _copy(prepared, tmp_path / "a"), _copy(prepared, tmp_path / "b")
+    checkpoints = killed / paths.FINETUNE / "checkpoints"
+    _kill_at_checkpoint("finetune", overrides, killed, checkpoints, 8)
+    assert not (killed / paths.FINETUNE_REPORT).exists(), "killed before the end"
+    cfg = load_config(REPO / "params.yaml", overrides)
+    resumed = finetune.run(cfg, killed)
+    unbroken = finetune.run(cfg, clean)
+    assert resumed["steps"] == unbroken["steps"] == -(-len(split_rows(killed)) // cfg.stage2.batch_size)
+    a, b = _last_trainable(checkpoints), _last_trainable(clean / paths.FINETUNE / "checkpoints")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_the_preference_stage_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
