@@ -237,6 +237,21 @@ def caption(videos: list[Path], model: str | None = typer.Option(None, help="def
 
 
 @app.command()
+def export(
+    out: Path,
+    model: str | None = typer.Option(None, help="default: models:/kocap@champion"),
+):
+    """Write a registered version as a folder plain transformers loads (merged weights, tokenizer with the
+    chat template, frame preprocessor, decoding); its README.md shows the code."""
+    setup_environment(Path.cwd())
+    from .registry.export import export_version
+
+    uri = _model_uri(model)
+    recipe = export_version(uri, out)
+    typer.echo(f"{recipe['origin']} -> {out}: {recipe['video_tokens']} video tokens per clip; see its README.md")
+
+
+@app.command()
 def lineage(uri: str | None = typer.Argument(None, help="models:/NAME@ALIAS or models:/NAME/VERSION")):
     """The data hashes, params and commit behind a model, and how to restore its data."""
     setup_environment(Path.cwd())

@@ -31,6 +31,17 @@ def user_turn(prompt: str, media: str = VIDEO) -> str:
     return f"{IM_START}user\n{media}\n{prompt}{IM_END}\n{IM_START}assistant\n{THINK_EMPTY}"
 
 
+# The same turn as Jinja, for exported models read by plain transformers (`apply_chat_template`):
+# a user message of one video and the prompt renders exactly as `user_turn` (tested).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}" + IM_START + "{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'video' %}" + VIDEO + "\n{% elif part['type'] == 'image' %}" + IMAGE + "\n"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}" + IM_END + "\n{% endfor %}"
+    "{% if add_generation_prompt %}" + IM_START + "assistant\n" + THINK_EMPTY + "{% endif %}"
+)
+
+
 def answer(caption: str) -> str:
     return f"{caption}{IM_END}"
 

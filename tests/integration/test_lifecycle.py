@@ -103,6 +103,24 @@ def test_the_registered_model_carries_its_lineage_and_captions(project):
     assert "cannot read it" in out[1] and "not a readable video" in out[2]
 
 
+def test_an_exported_version_captions_the_same_with_plain_transformers(project, tmp_path):
+    """`kocap export` writes a folder plain transformers loads; the code its README shows, run as written on
+    a clip, prints the caption `kocap caption` gives for it (merged weights, template, frames, decoding)."""
+    out = tmp_path / "exported"
+    said = _sh([sys.executable, "-m", "kocap.cli", "export", str(out), "--model", "models:/kocap/1"], project).stdout
+    assert "models:/kocap/1" in said and json.loads((out / "kocap.json").read_text(encoding="utf-8"))["num_frames"] == 8
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "llava_next_video" and "quantization_config" not in config
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert not any(f"{how} {pkg}" in code for how in ("import", "from") for pkg in ("kocap", "peft"))
+    clip = next((project / "data/raw").rglob("*.mp4"))
+    (tmp_path / "plain.py").write_text(code.replace('"clip.mp4"', repr(str(clip))), encoding="utf-8")
+    plain = _sh([sys.executable, str(tmp_path / "plain.py")], tmp_path).stdout.strip().splitlines()[-1]
+    served = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], project)
+    assert plain == served.stdout.strip().split("\t", 1)[1] and plain
+
+
 def _long_clip(seconds: int) -> bytes:
     """A valid mp4 of `seconds` at 1 fps (tiny frames): a two-hour clip in a few hundred kB."""
     import numpy as np

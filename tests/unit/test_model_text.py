@@ -92,3 +92,16 @@ def test_too_long_samples_are_a_counted_drop_when_asked(tok):
     assert dropped == 1 and kept["sample_id"].tolist() == ["short"] and len(encoded) == 1
     with pytest.raises(SampleTooLong, match="'long'"):
         encode_rows(rows, tok, load_config("/nonexistent", ["model.max_length=400"]), media_tokens=128)
+
+
+def test_the_exported_chat_template_renders_the_training_turn(tok):
+    """Plain transformers' `apply_chat_template` on an exported model gives exactly the turn kocap trains on."""
+    from kocap.model.text import CHAT_TEMPLATE
+
+    tok.chat_template = CHAT_TEMPLATE
+    video = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
+    assert tok.apply_chat_template(video, add_generation_prompt=True, tokenize=False) == user_turn(PROMPT)
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
+    assert tok.apply_chat_template(image, add_generation_prompt=True, tokenize=False) == user_turn(PROMPT, "<image>")
+    without = tok.apply_chat_template(video, add_generation_prompt=False, tokenize=False)
+    assert without == user_turn(PROMPT).split("<|im_start|>assistant")[0]
