@@ -237,6 +237,17 @@ def caption(videos: list[Path], model: str | None = typer.Option(None, help="def
 
 
 @app.command()
+def compare():
+    """Every registered version on this project's current validation clips, side by side."""
+    root = Path.cwd()
+    setup_environment(root)
+    from .config import load_config
+    from .registry.compare import compare_versions, table
+
+    typer.echo(table(compare_versions(load_config(root / "params.yaml"), root)))
+
+
+@app.command()
 def export(
     out: Path,
     model: str | None = typer.Option(None, help="default: models:/kocap@champion"),

@@ -44,6 +44,7 @@ PREFER_PLOT = "reports/prefer_loss.png"
 PREDICTIONS = "reports/predictions.parquet"
 EVAL_HTML = "reports/eval.html"
 METRICS = "reports/metrics.json"
+COMPARE_REPORT = "reports/compare.json"  # `kocap compare`: every version on the current validation clips
 REGISTER_REPORT = "reports/register.json"
 # not a stage output: where `kocap micro-preset` writes the micro preset's models
 MICRO = "models/micro"

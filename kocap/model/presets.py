@@ -11,6 +11,8 @@ from pathlib import Path
 
 from transformers import CLIPVisionConfig, LlavaNextVideoConfig, Qwen3Config
 
+FAMILY = "llava-next-video+qwen3"  # the model family every preset here builds (versions carry it as a tag)
+
 CLIP_L_336 = dict(
     hidden_size=1024,
     intermediate_size=4096,

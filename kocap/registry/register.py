@@ -27,6 +27,7 @@ from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
 from ..model.captioner import trained_adapter
+from ..model.presets import FAMILY
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
@@ -212,6 +213,8 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
         "base.md5": hashes[paths.BASE],
         "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
         "prefer": prefer_tag(cfg, root),
+        "family": FAMILY,
+        "preset": cfg.model.preset,
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, number, key, value)
@@ -327,15 +330,18 @@ def compare_with_champion(cfg: Config, root: Path, champion, hashes: dict, max_n
 
     val = split_rows(root, "val")
     ours = pd.read_parquet(root / paths.PREDICTIONS).set_index("sample_id").loc[val["sample_id"], "prediction"]
-    val_set = hashlib.sha256(
-        json.dumps(
-            [val["sample_id"].tolist(), val["caption_ko"].tolist(), hashes.get(paths.FRAMES)], ensure_ascii=False
-        ).encode()
-    ).hexdigest()[:16]
+    val_set = validation_set(root, val, hashes)
     theirs = champion_captions(cfg, root, champion, val, val_set, max_new_tokens)
     return compare(
         [[c] for c in val["caption_ko"]], ours.tolist(), theirs, cfg.eval.primary_metric, champion.version, val_set
     )
+
+
+def validation_set(root: Path, val, hashes: dict | None = None) -> str:
+    """The identity of a validation set: its clips, their references and the frames they were cut to."""
+    frames = (hashes if hashes is not None else dvc_hashes(root)).get(paths.FRAMES)
+    payload = [val["sample_id"].tolist(), val["caption_ko"].tolist(), frames]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def decide(

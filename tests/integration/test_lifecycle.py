@@ -331,6 +331,28 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
     assert "Running stage" not in _dvc(project, "repro").stdout
 
 
+def test_compare_scores_every_version_on_the_current_clips_and_reproduces_evaluation(project):
+    """`kocap compare`: each complete version re-captions today's validation clips through its registered
+    model; the newest one, evaluated on these clips, gets exactly its evaluation's figures; a second call
+    reads the cache and says the same."""
+    if not (project / "dvc.lock").exists():  # run alone (-k)
+        _kocap(project)
+    versions = _mlflow(project).search_model_versions("name='kocap'")
+    first = _sh([sys.executable, "-m", "kocap.cli", "compare"], project).stdout
+    report = json.loads((project / "reports/compare.json").read_text(encoding="utf-8"))
+    rows = {r["version"]: r for r in report["versions"]}
+    assert set(rows) == {int(v.version) for v in versions if v.tags.get("kocap.state") == "complete"}
+    metrics = json.loads((project / "reports/metrics.json").read_text(encoding="utf-8"))
+    newest = rows[max(rows)]
+    assert newest["primary"] == pytest.approx(metrics["primary"], abs=1e-9)
+    assert newest["attribute_accuracy"] == pytest.approx(metrics["attribute_accuracy"], abs=1e-9)
+    assert newest["unique_share"] == pytest.approx(metrics["unique_share"], abs=1e-9)
+    assert newest["family"] == "llava-next-video+qwen3" and newest["video_tokens"] == 128
+    assert report["clips"] == metrics["samples"] and all(r["tokens_per_s"] > 0 for r in rows.values())
+    assert all(f"v{n}" in first for n in rows) and "champion" in first
+    assert _sh([sys.executable, "-m", "kocap.cli", "compare"], project).stdout == first
+
+
 def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
