@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -68,5 +69,21 @@ def fan_out(stage: str, root: str) -> int:
     workers = cfg.frames.workers or os.cpu_count() or 1
     runner = task_runner(cfg.ops, workers)
     get_run_logger().info("%s: %d shard(s) on %s", stage, len(jobs), type(runner).__name__)
-    run_shards.with_options(name=f"{stage}-shards", task_runner=runner)(stage, jobs)
+    jobs = [{**job, "workers": _sharing(cfg.ops, workers, len(jobs))} for job in jobs]
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else 0
+    try:
+        run_shards.with_options(name=f"{stage}-shards", task_runner=runner)(stage, jobs)
+    finally:  # OpenMP keeps a count per thread, torch's native pool one for all: the stages after get all cores
+        if "torch" in sys.modules:
+            from kocap.model.runtime import cores
+
+            sys.modules["torch"].set_num_threads(threads or cores())
     return len(jobs)
+
+
+def _sharing(ops: OpsParams, workers: int, jobs: int) -> int:
+    """How many workers of this run share one machine's cores (a remote Dask cluster's are its own)."""
+    if ops.task_runner == "dask":
+        return 1 if ops.dask_address else min(ops.dask_workers, jobs)
+    return min(workers, jobs)

@@ -23,6 +23,7 @@ from .. import paths
 from ..config import Config
 from ..data.rows import split_rows
 from ..io import write_json
+from ..model import runtime
 from ..model.captioner import Captioner, generation_budget, trained_adapter
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
@@ -123,6 +124,7 @@ def run_job(job: dict) -> str:
 
     root = Path(job["root"])
     cfg = load_config(root / "params.yaml")
+    runtime.share_cores(job.get("workers", 1))  # workers x threads <= cores (benchmarks/shard_threads.py)
     captioner = _shared_captioner(root, cfg, job["budget"])
     val = split_rows(root, "val")
     rows = val.iloc[_order(cfg, len(val), job["which"])[job["start"] : job["start"] + SHARD]]

@@ -12,10 +12,27 @@ how the CPU tests catch the dtype bugs a GPU would otherwise be the first to sho
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cores() -> int:
+    """CPU cores this process may use (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def share_cores(workers: int) -> int:
+    """Torch's intra-op threads for one of `workers` workers on this machine, so workers x threads <= cores:
+    oversubscribed OpenMP threads made two runs at once each ~6x slower than one alone. A lone worker keeps
+    torch's own default. Returns the count."""
+    if workers <= 1:
+        return torch.get_num_threads()
+    threads = max(1, cores() // workers)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def device() -> str:

@@ -51,9 +51,12 @@ def _copy(prepared, tmp_path) -> Path:
 
 
 def _kill_at_checkpoint(stage: str, overrides: list, root: Path, checkpoints: Path, step: int) -> None:
-    """Run a training stage in a child process and kill -9 it once checkpoint `step` is on disk."""
+    """Run a training stage in a child process and kill -9 it once checkpoint `step` is on disk. The child
+    uses this process's torch thread count: another count sums in another order, and the resumed run's
+    weights then drift from the unbroken one's by more than rounding (seen in CI)."""
     script = (
-        "import sys; from pathlib import Path; from kocap.config import load_config; from kocap.train import "
+        f"import sys, torch; torch.set_num_threads({torch.get_num_threads()}); from pathlib import Path; "
+        "from kocap.config import load_config; from kocap.train import "
         f"{stage}; {stage}.run(load_config(Path('{REPO}/params.yaml'), {overrides!r}), Path(sys.argv[1]))"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(root)], env=os.environ.copy())

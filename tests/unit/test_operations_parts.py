@@ -71,3 +71,36 @@ def test_the_task_runner_follows_ops(runner):
         type(task_runner(OpsParams(task_runner=runner), 2)).__name__
         == {"thread": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner"}[runner]
     )
+
+
+def test_shards_share_the_cores_of_their_machine():
+    from kocap.config import OpsParams
+    from tasks.fanout import _sharing
+
+    assert _sharing(OpsParams(task_runner="thread"), 4, 3) == 3  # no more workers than shards
+    assert _sharing(OpsParams(task_runner="thread"), 2, 8) == 2
+    assert _sharing(OpsParams(task_runner="dask", dask_workers=3), 2, 8) == 3  # a local cluster, this machine
+    assert _sharing(OpsParams(task_runner="dask", dask_address="tcp://10.0.0.5:8786"), 2, 8) == 1  # its own cores
+
+
+def test_a_shard_worker_takes_its_share_of_torch_threads():
+    import threading
+
+    import torch
+
+    from kocap.model import runtime
+
+    seen = {}
+
+    def worker(workers):
+        seen[workers] = (runtime.share_cores(workers), torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    for workers in (1, 2, 64):
+        t = threading.Thread(target=worker, args=(workers,))
+        t.start()
+        t.join()
+    assert seen[2] == (max(1, runtime.cores() // 2),) * 2
+    assert seen[64] == (1, 1)  # never zero threads
+    assert seen[1] == (before, before)  # a lone worker keeps torch's default
+    assert torch.get_num_threads() == before  # the worker threads' counts stay theirs
