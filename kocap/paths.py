@@ -45,6 +45,7 @@ PREDICTIONS = "reports/predictions.parquet"
 EVAL_HTML = "reports/eval.html"
 METRICS = "reports/metrics.json"
 COMPARE_REPORT = "reports/compare.json"  # `kocap compare`: every version on the current validation clips
+COMPARE_PAGE = "reports/compare.html"  # the same, with each version's captions of the first clips
 REGISTER_REPORT = "reports/register.json"
 # not a stage output: where `kocap micro-preset` writes the micro preset's models
 MICRO = "models/micro"

@@ -28,7 +28,7 @@ STYLE = (
 )
 
 
-def _strip(frames: np.ndarray) -> str:
+def frame_strip(frames: np.ndarray) -> str:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -93,7 +93,7 @@ def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: 
     for (_, idx), (_, row) in list(zip(val.iterrows(), table.iterrows()))[:n]:
         clips.append(
             f"<h3>{html.escape(row['sample_id'])}</h3><img src='data:image/png;base64,"
-            f"{_strip(np.asarray(open_frames(root, idx)))}'>"
+            f"{frame_strip(np.asarray(open_frames(root, idx)))}'>"
             f"{fact_marks(row['reference'], row['prediction']) if facts else ''}"
             f"<p><b>reference</b> {html.escape(row['reference'])}</p>"
             f"<p><b>prediction</b> {html.escape(row['prediction'])}</p>"
@@ -101,5 +101,6 @@ def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: 
     return (
         f"<!doctype html><meta charset='utf-8'><title>kocap evaluation</title>{STYLE}<h1>kocap evaluation</h1>"
         f"{attribute_chart(metrics) if facts else ''}{placement_html(placement(metrics))}<h2>All metrics</h2>"
-        f"<table border=1 cellpadding=4>{rows}</table><h2>Clips</h2>{''.join(clips)}"
+        f"<table border=1 cellpadding=4>{rows}</table><p>Every registered version on these clips, side by side: "
+        f"<code>kocap compare</code>, then open <code>reports/compare.html</code>.</p><h2>Clips</h2>{''.join(clips)}"
     )

@@ -3,6 +3,7 @@ temporary server, real DVC repo and local remote, in a scratch copy of the proje
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -349,7 +350,11 @@ def test_compare_scores_every_version_on_the_current_clips_and_reproduces_evalua
     assert newest["unique_share"] == pytest.approx(metrics["unique_share"], abs=1e-9)
     assert newest["family"] == "llava-next-video+qwen3" and newest["video_tokens"] == 128
     assert report["clips"] == metrics["samples"] and all(r["tokens_per_s"] > 0 for r in rows.values())
-    assert all(f"v{n}" in first for n in rows) and "champion" in first
+    assert all(f"v{n}" + "".join(f" @{a}" for a in r["aliases"][:1]) in first for n, r in rows.items())
+    assert any(r["aliases"] for r in rows.values())  # the champion, or the challenger when none won yet
+    page = (project / "reports/compare.html").read_text(encoding="utf-8")
+    first_clip = page[page.index(report["sample_ids"][0]) : page.index(report["sample_ids"][1])]
+    assert "data:image/png;base64," in first_clip and html.escape(newest["captions"][0]) in first_clip
     assert _sh([sys.executable, "-m", "kocap.cli", "compare"], project).stdout == first
 
 

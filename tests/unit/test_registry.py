@@ -201,3 +201,38 @@ def test_a_reassembled_base_is_used_only_when_its_dvc_hash_is_the_recorded_one(t
         verify(base, ref)
     with pytest.raises(BaseNotFound, match=f"not the {md5}"):  # a version registered before files were recorded
         verify(base, {k: v for k, v in ref.items() if k != "files"})
+
+
+def test_the_compare_page_ranks_versions_and_shows_each_ones_caption_under_the_reference():
+    from kocap.registry.compare import compare_html, table
+
+    def version(n, primary, caption, aliases=()):
+        return {
+            "version": n,
+            "aliases": list(aliases),
+            "family": "llava-next-video+qwen3",
+            "preset": "tiny",
+            "primary": primary,
+            "attribute_accuracy": 0.5,
+            "unique_share": 1.0,
+            "video_tokens": 128,
+            "tokens_per_s": 100.0,
+            "peak_gib": None,
+            "captions": [caption, "둘째 <b>"],
+        }
+
+    report = {
+        "metric": "meteor",
+        "clips": 2,
+        "validation_set": "abc",
+        "sample_ids": ["도시_00001", "도시_00002"],
+        "references": ["낮에 촬영한 영상입니다.", "밤"],
+        "versions": [version(1, 0.30, "밤에 촬영한 영상입니다.", ["champion"]), version(2, 0.40, "낮에 촬영한 영상")],
+    }
+    page = compare_html(report, strips=["AAAA"])
+    assert page.index("v2") < page.index("v1 @champion")  # best primary first, in the table and per clip
+    first_clip = page[page.index("도시_00001") : page.index("도시_00002")]
+    assert "base64,AAAA" in first_clip and "밤에 촬영한 영상입니다." in first_clip and "낮에 촬영한 영상" in first_clip
+    assert "✓ time: 낮" in first_clip and "✗ time: 낮 (said 밤)" in first_clip  # facts marked per version
+    assert "둘째 &lt;b&gt;" in page and "둘째 <b>" not in page  # captions are text, never markup
+    assert table(report).splitlines()[1].startswith("v2 ")
