@@ -210,6 +210,9 @@ class Stage1Params(_Section):
 
 
 class Stage2Params(_Section):
+    # false: zero-shot. Nothing trains; the adapter is the identity LoRA (B = 0) around the stage-1 projector,
+    # so evaluation, the gate and the registry measure the base as it is (lineage: the `stage2` tag)
+    enabled: bool = True
     epochs: int = Field(6, ge=1, le=1000)
     lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.stage2)
     batch_size: int | None = Field(None, ge=1, le=4096)

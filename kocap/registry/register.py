@@ -172,6 +172,14 @@ def log_model(cfg: Config, root: Path, metrics: dict, hashes: dict, key: str) ->
     return info.model_uri
 
 
+def stage2_tag(cfg: Config, root: Path) -> str:
+    """The version's `stage2` tag: QLoRA's steps, or zero-shot (the base measured as it is)."""
+    report = json.loads((root / paths.FINETUNE_REPORT).read_text(encoding="utf-8"))
+    if not cfg.stage2.enabled:
+        return f"skipped: zero-shot (identity LoRA, {report['projector']} projector)"
+    return f"QLoRA, {report['steps']} steps on {report['samples']} clips"
+
+
 def prefer_tag(cfg: Config, root: Path) -> str:
     """The version's `prefer` tag: whether DPO ran after stage 2, and on how many pairs."""
     if not cfg.prefer.enabled:
@@ -212,6 +220,7 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
         "run_id": run_id,
         "base.md5": hashes[paths.BASE],
         "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
+        "stage2": stage2_tag(cfg, root),
         "prefer": prefer_tag(cfg, root),
         "family": FAMILY,
         "preset": cfg.model.preset,

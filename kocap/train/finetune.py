@@ -5,7 +5,8 @@ from the cache).
     kocap stage finetune        # -> models/finetune/adapter (LoRA + projector), reports/finetune.json
 
 Kill it at any point and run it again: it resumes from the last checkpoint in
-models/finetune/checkpoints and ends after the same number of steps.
+models/finetune/checkpoints and ends after the same number of steps. With `stage2.enabled: false` it
+trains nothing and saves the untrained adapter (zero-shot: the base with stage 1's projector).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     load_aligned_projector(model, root)
     if s.gradient_checkpointing and dev == "cuda":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not s.enabled:
+        return zero_shot(model, tokenizer, root, prec, dev)
     store = FeatureStore(model, root)
     encoded, rows, dropped = warm_and_encode(split_rows(root), store, tokenizer, cfg)
     schedule, spec = plan(len(rows), s, root / paths.FINETUNE / "checkpoints", signature(cfg, rows, root), prec, dev)
@@ -64,6 +67,27 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "batch_size": s.batch_size,
         "grad_accum": s.grad_accum,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    write_json(root / paths.FINETUNE_REPORT, report)
+    return report
+
+
+def zero_shot(model, tokenizer, root: Path, prec: str, dev: str) -> dict:
+    """`stage2.enabled: false`: the untrained adapter, saved as it is. PEFT starts LoRA's B at zero, so the
+    adapter is the identity on the 4-bit LLM, and its projector is stage 1's (or the assembled one): the
+    version measures the base itself. Checkpoints of a trained run are kept, so switching back resumes it."""
+    from .tracking import loss_plot
+
+    model.save_pretrained(root / paths.FINETUNE / "adapter")
+    tokenizer.save_pretrained(root / paths.FINETUNE / "adapter")
+    loss_plot([], root / paths.FINETUNE_PLOT, "finetune: zero-shot, nothing trained")
+    report = {
+        "skipped": True,
+        "reason": "stage2.enabled is false: zero-shot (identity LoRA, stage-1 projector)",
+        "steps": 0,
+        "projector": "stage 1" if (root / paths.ALIGNED_PROJECTOR).exists() else "assembled",
+        "precision": prec,
+        "device": dev,
     }
     write_json(root / paths.FINETUNE_REPORT, report)
     return report

@@ -358,6 +358,32 @@ def test_compare_scores_every_version_on_the_current_clips_and_reproduces_evalua
     assert _sh([sys.executable, "-m", "kocap.cli", "compare"], project).stdout == first
 
 
+def test_a_zero_shot_version_measures_the_base_with_stage_1s_projector(project):
+    """`stage2.enabled=false`: nothing trains; the registered adapter is the identity LoRA (every B zero)
+    around stage 1's projector, the version's lineage says zero-shot, and DVC agrees. It runs last on the
+    module's project: stage 2 stays off there."""
+    import mlflow
+    import torch
+    from safetensors.torch import load_file
+
+    _kocap(project, "stage2.enabled=false", "prefer.enabled=false")
+    report = json.loads((project / "reports/finetune.json").read_text(encoding="utf-8"))
+    assert report["skipped"] and report["steps"] == 0 and report["projector"] == "stage 1"
+    client = _mlflow(project)
+    latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
+    assert latest.tags["stage2"] == "skipped: zero-shot (identity LoRA, stage 1 projector)"
+    served = Path(mlflow.artifacts.download_artifacts(f"models:/kocap/{latest.version}"))
+    (weights,) = served.rglob("adapter_model.safetensors")
+    adapter = load_file(weights)
+    lora_b = [t for k, t in adapter.items() if "lora_B" in k]
+    assert lora_b and all(not t.any() for t in lora_b)
+    aligned = load_file(project / "models/align/projector.safetensors")
+    for name, tensor in aligned.items():
+        (key,) = [k for k in adapter if k.endswith(f"multi_modal_projector.{name}")]
+        assert torch.equal(adapter[key], tensor), key
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}
+
+
 def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
