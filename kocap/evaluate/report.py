@@ -100,7 +100,8 @@ def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: 
         )
     return (
         f"<!doctype html><meta charset='utf-8'><title>kocap evaluation</title>{STYLE}<h1>kocap evaluation</h1>"
-        f"{attribute_chart(metrics) if facts else ''}{placement_html(placement(metrics))}<h2>All metrics</h2>"
-        f"<table border=1 cellpadding=4>{rows}</table><p>Every registered version on these clips, side by side: "
-        f"<code>kocap compare</code>, then open <code>reports/compare.html</code>.</p><h2>Clips</h2>{''.join(clips)}"
+        f"{attribute_chart(metrics) if facts else ''}{placement_html(placement(metrics))}"
+        f"<p>Every registered version on these clips, side by side: <code>kocap compare</code>, then open "
+        f"<code>reports/compare.html</code>.</p><h2>All metrics</h2>"
+        f"<table border=1 cellpadding=4>{rows}</table><h2>Clips</h2>{''.join(clips)}"
     )
