@@ -141,28 +141,28 @@ def stage_code_on_micro(dev: str) -> None:
 # ---------------------------------------------------------------- 2. the production architectures
 
 
-def random_base(llm: str, dev: str, prec: str, smoke: bool):
-    """`load_base` of a production architecture, with random weights drawn on `dev`: the LLM's linears
-    in 4-bit nf4, the rest stored in `prec`'s dtype."""
+def random_base(llm: str, dev: str, prec: str, smoke: bool, family_name: str = "llava-next-video"):
+    """`load_base` of a production architecture of a family, with random weights drawn on `dev`: the
+    LLM's linears in 4-bit nf4, the rest stored in `prec`'s dtype."""
     import bitsandbytes as bnb
-    from transformers import LlavaNextVideoForConditionalGeneration
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
     from kocap.model import runtime
-    from kocap.model.build import NOT_QUANTIZED, quantization_config, tiny_text_config, tiny_vision_config
-    from kocap.model.presets import llava_config, production_config
+    from kocap.model.build import quantization_config, tiny_text_config, tiny_vision_config
+    from kocap.model.family import family
+    from kocap.model.presets import production_config
 
-    vocab = 151936
+    vocab, fam = 151936, family(family_name)
     cfg = (
-        llava_config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8)
+        fam.config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8)
         if smoke
-        else production_config(llm, video_token_id=151669, image_token_id=151670, vocab_size=vocab)
+        else production_config(llm, 151669, 151670, vocab_size=vocab, family_name=family_name)
     )
     dt = runtime.dtype(prec)
     with torch.device("meta"):
-        model = LlavaNextVideoForConditionalGeneration(cfg)
+        model = fam.model_class(cfg)
     model = replace_with_bnb_linear(
-        model, modules_to_not_convert=NOT_QUANTIZED, quantization_config=quantization_config(dt)
+        model, modules_to_not_convert=fam.not_quantized, quantization_config=quantization_config(dt, fam.not_quantized)
     )
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
@@ -199,13 +199,13 @@ def lora_layer_kind(model) -> str:
 
 def _materialise_buffers(model, cfg, dev: str) -> None:
     """Rotary frequencies and position ids from a one-layer twin built on CPU (same configs)."""
-    from transformers import LlavaNextVideoForConditionalGeneration
+    from kocap.model.family import family_of
 
     twin_cfg = copy.deepcopy(cfg)
     twin_cfg.text_config.num_hidden_layers = twin_cfg.vision_config.num_hidden_layers = 1
     twin_cfg.text_config.vocab_size = 1024
     twin_cfg.video_token_index, twin_cfg.image_token_index = 1022, 1023
-    buffers = dict(LlavaNextVideoForConditionalGeneration(twin_cfg).named_buffers())
+    buffers = dict(family_of(cfg).model_class(twin_cfg).named_buffers())
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
             owner, _, leaf = name.rpartition(".")
@@ -241,9 +241,10 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     from kocap.model.video_lm import loss, pooled_features
     from kocap.train.loop import LoopSpec, run_loop
 
-    p = load_config(overrides=[f"model.preset={preset}"]).stage2
+    chosen = load_config(overrides=[f"model.preset={preset}"])
+    p = chosen.stage2
     reset_peak(dev)
-    model, cfg = random_base(llm, dev, prec, smoke)
+    model, cfg = random_base(llm, dev, prec, smoke, chosen.model.chosen.family)
     model = add_lora(model, p.lora_r, p.lora_alpha)
     kind = lora_layer_kind(model)
     if "bnb.Linear4bit" not in kind:
@@ -287,24 +288,23 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
 
 
 def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
-    """One stage-1 step on a 1024x768 image through AnyRes (LoRA left on: an upper bound of stage 1,
-    where only the projector trains)."""
+    """One stage-1 step on a 1024x768 image through the family's image path (AnyRes for LLaVA-NeXT-Video;
+    LoRA left on: an upper bound of stage 1, where only the projector trains)."""
     from kocap.model import runtime
-    from kocap.model.preprocess import anyres
+    from kocap.model.family import family_of
     from kocap.model.presets import image_tokens
     from kocap.model.text import IMAGE, encode
     from kocap.model.video_lm import answer_loss
 
     reset_peak(dev)
-    h, w = (768, 1024) if cfg.vision_config.image_size == 336 else (96, 128)
+    h, w = (768, 1024) if cfg.vision_config.image_size > 64 else (96, 128)
     img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
     enc = encode(_Tok(cfg), PROMPT, CAPTION, image_tokens(cfg, h, w), 4096, media=IMAGE)
     ids, labels = torch.tensor([enc.input_ids], device=dev), torch.tensor([enc.labels], device=dev)
-    pixels = torch.from_numpy(anyres(img, cfg.vision_config.image_size))[None].to(dev, runtime.dtype(prec))
+    media = family_of(cfg).image_inputs(img, cfg.vision_config.image_size)
+    media = {k: v.to(dev, runtime.dtype(prec) if v.is_floating_point() else None) for k, v in media.items()}
     with runtime.autocast(prec, dev):
-        value = answer_loss(
-            model, labels, input_ids=ids, pixel_values=pixels, image_sizes=torch.tensor([[h, w]], device=dev)
-        )
+        value = answer_loss(model, labels, input_ids=ids, **media)
     value.backward()
     model.zero_grad(set_to_none=True)
     record(preset, "stage-1 peak GiB (alloc / reserved)", peak_gib(dev), f"one {w}x{h} image, {ids.shape[1]} tokens")
@@ -340,13 +340,14 @@ def dpo_peak(preset: str, model, feats, chosen, pad_id: int, dev: str, prec: str
 def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:
     from kocap.config import load_config
     from kocap.model import runtime
+    from kocap.model.presets import video_tokens
     from kocap.model.video_lm import generate
 
     e = load_config(overrides=[f"model.preset={preset}"]).eval
     batch = e.batch_size
     model.eval()
     reset_peak(dev)
-    feats = torch.randn(batch, 8 * 144 if not smoke else 128, cfg.vision_config.hidden_size)
+    feats = torch.randn(batch, video_tokens(cfg, 8), cfg.vision_config.hidden_size)
     new = EVAL_NEW_TOKENS if not smoke else 8
     t = time.perf_counter()
     with runtime.autocast(prec, dev):  # as evaluation decodes: greedy with the repetition guard
@@ -473,7 +474,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="CPU, small sizes: checks the script itself")
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--skip", nargs="*", default=[], help="micro | qwen3-8b | qwen3-4b | assemble")
+    ap.add_argument(
+        "--skip", nargs="*", default=[], help="micro | qwen3-8b | qwen3-4b | video-llava-qwen3-8b | assemble"
+    )
     ap.add_argument("--assemble-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.assemble_child:
@@ -496,6 +499,9 @@ def main() -> None:
         "micro": lambda: stage_code_on_micro(dev),
         "qwen3-8b": lambda: stage2_peak("qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps),
         "qwen3-4b": lambda: stage2_peak("qwen3-4b", "Qwen/Qwen3-4B", dev, prec, args.smoke, args.steps),
+        "video-llava-qwen3-8b": lambda: stage2_peak(
+            "video-llava-qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps
+        ),
         "assemble": lambda: assemble_ram(args.smoke),
     }
     failed = []

@@ -113,6 +113,7 @@ class TrainDefaults(_Section):
 
 
 class Preset(_Section):
+    family: Literal["llava-next-video", "video-llava"] = "llava-next-video"  # kocap/model/family.py
     vision: str = Field(min_length=1)  # hub id or local folder of the CLIP tower ("tiny": built from config)
     llm: str = Field(min_length=1)  # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
     patch_size: int = Field(ge=1, le=64)
@@ -126,7 +127,10 @@ class Preset(_Section):
     @classmethod
     def _even_patch_grid(cls, size: int, info):
         patch = info.data.get("patch_size", 1)
-        if size % patch or size // patch < 2 or (size // patch) % 2:
+        if size % patch:
+            raise ValueError(f"must be a whole number of {patch}-px patches")
+        pooled = info.data.get("family") == "llava-next-video"
+        if pooled and (size // patch < 2 or (size // patch) % 2):
             raise ValueError(f"must be an even number (>= 2) of {patch}-px patches: the video pooler averages 2x2")
         return size
 
@@ -174,6 +178,18 @@ class ModelParams(_Section):
             stage1=TrainDefaults(lr=1e-3, batch_size=2, grad_accum=8),
             stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32),
             prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+        ),
+        "tiny-video-llava": Preset(family="video-llava", vision="tiny", llm="tiny", image_size=64, patch_size=8),
+        "video-llava-qwen3-8b": Preset(
+            family="video-llava",
+            vision="LanguageBind/Video-LLaVA-7B-hf",  # its video and image towers; Vicuna is left behind
+            llm="Qwen/Qwen3-8B",
+            image_size=224,
+            patch_size=14,
+            stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+            eval_batch_size=8,
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)

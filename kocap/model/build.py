@@ -1,4 +1,4 @@
-"""Assembling LLaVA-NeXT-Video with a Qwen3 LLM, and preparing it for QLoRA.
+"""Assembling a family's model (LLaVA-NeXT-Video, Video-LLaVA) with a Qwen3 LLM, and preparing it for QLoRA.
 
     model = assemble(vision, llm, tokenizer, num_frames)      # pretrained tower + LLM, fresh projector
     model = load_qlora(base_dir, lora_r=16, lora_alpha=32, prec="fp16", device="cuda")  # 4-bit LLM, LoRA
@@ -29,12 +29,12 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from .presets import llava_config
+from .family import Family, family, family_of
 from .runtime import dtype
 from .text import IMAGE, VIDEO
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-NOT_QUANTIZED = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+NOT_QUANTIZED = family("llava-next-video").not_quantized  # model.vision_tower, the projector, lm_head
 
 
 def tiny_vision_config(image_size: int, patch_size: int) -> CLIPVisionConfig:
@@ -63,20 +63,23 @@ def tiny_text_config(vocab_size: int) -> Qwen3Config:
 
 
 def assemble(
-    vision: CLIPVisionModel, llm: Qwen3ForCausalLM, tokenizer, num_frames: int
+    vision: CLIPVisionModel, llm: Qwen3ForCausalLM, tokenizer, num_frames: int, fam: Family | None = None
 ) -> LlavaNextVideoForConditionalGeneration:
-    """A LLaVA-NeXT-Video model holding `vision` and `llm` weights, with a fresh projector."""
+    """A model of the family (LLaVA-NeXT-Video by default) holding `vision` (every tower) and `llm`
+    weights, with a fresh projector."""
+    fam = fam or family("llava-next-video")
     if llm.get_input_embeddings().num_embeddings < len(tokenizer):
         llm.resize_token_embeddings(len(tokenizer))  # room for <video> and <image>
-    cfg = llava_config(
+    cfg = fam.config(
         vision.config,
         llm.config,
         tokenizer.convert_tokens_to_ids(VIDEO),
         tokenizer.convert_tokens_to_ids(IMAGE),
         num_frames,
     )
-    model = LlavaNextVideoForConditionalGeneration(cfg)
-    model.model.vision_tower.load_state_dict(vision.state_dict())
+    model = fam.model_class(cfg)
+    for tower in fam.towers(model.model):
+        tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.model.state_dict())
     model.lm_head.load_state_dict(llm.lm_head.state_dict())
     return model
@@ -86,34 +89,45 @@ SHARD_BYTES = 2 * 2**30  # output shard size: bounds host RAM while assembling
 
 
 def assemble_to_folder(
-    vision_src: str, llm_src: str, tokenizer, num_frames: int, out: Path, seed: int = 0, names: tuple | None = None
+    vision_src: str,
+    llm_src: str,
+    tokenizer,
+    num_frames: int,
+    out: Path,
+    seed: int = 0,
+    names: tuple | None = None,
+    fam: Family | None = None,
 ) -> int:
     """Write the base checkpoint of a pretrained tower + LLM to `out` without building the model:
     the LLM's tensors stream from its safetensors shards into ours under the LLaVA names, so host
     RAM holds one output shard (2 GiB) and the tower, never the LLM (qwen3-8b in memory twice was ~34 GB).
     The projector and `image_newline` are fresh (seeded). `names` (the preset's vision and llm) go into
     the config in place of the folders they were read from, so the same sources assemble the same bytes
-    on any machine (its DVC hash is how a registered version finds its base). Returns the parameter count."""
+    on any machine (its DVC hash is how a registered version finds its base). Returns the parameter count.
+    `vision_src` is a CLIP vision model (every tower of the family gets it) or, for Video-LLaVA, a
+    Video-LLaVA checkpoint whose own video and image towers are taken."""
     from transformers import AutoConfig
 
-    vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
+    fam = fam or family("llava-next-video")
+    towers = _tower_tensors(vision_src, fam)
+    vision_cfg = towers.pop("config")
     text = AutoConfig.from_pretrained(llm_src)
     ids = tokenizer.convert_tokens_to_ids([VIDEO, IMAGE])
     if len(tokenizer) > text.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows"
         )
-    cfg = llava_config(vision.config, text, *ids, num_frames)
+    cfg = fam.config(vision_cfg, text, *ids, num_frames)
     cfg.vision_config._name_or_path, cfg.text_config._name_or_path = names or (vision_src, llm_src)
     with torch.device("meta"):
-        skeleton = LlavaNextVideoForConditionalGeneration(cfg)
+        skeleton = fam.model_class(cfg)
     expected = set(skeleton.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
     out.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out)
     for name, tensor in _fresh_parts(skeleton, cfg, seed).items():
         writer.add(name, tensor)
-    for name, tensor in vision.state_dict().items():
-        writer.add(f"model.vision_tower.{name}", tensor)
+    for name, tensor in towers.items():
+        writer.add(name, tensor)
     for name, tensor in _llm_tensors(Path(_local(llm_src))):
         writer.add(name, tensor)
     writer.close()
@@ -124,6 +138,32 @@ def assemble_to_folder(
         )
     cfg.save_pretrained(out)
     return sum(p.numel() for p in skeleton.parameters())
+
+
+def _tower_tensors(vision_src: str, fam: Family) -> dict:
+    """{"config": the tower's CLIPVisionConfig, full name: tensor for every tower of the family}."""
+    from transformers import AutoConfig
+
+    if AutoConfig.from_pretrained(vision_src).model_type != "video_llava":
+        vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
+        tensors = {
+            f"model.{attr}.{name}": t
+            for attr in dict.fromkeys((fam.video_tower, fam.image_tower))
+            for name, t in vision.state_dict().items()
+        }
+        return {"config": vision.config, **tensors}
+    if fam.name != "video-llava":
+        raise ValueError(f"{vision_src} is a Video-LLaVA checkpoint: its towers serve the video-llava family only")
+    from safetensors import safe_open
+
+    folder, tensors = Path(_local(vision_src)), {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, "pt") as f:
+            for key in f.keys():
+                bare = key.removeprefix("model.")  # converted checkpoints name them either way
+                if bare.startswith(("video_tower.", "image_tower.")):
+                    tensors[f"model.{bare}"] = f.get_tensor(key)
+    return {"config": AutoConfig.from_pretrained(vision_src).vision_config, **tensors}
 
 
 def _local(source: str) -> str:
@@ -161,7 +201,8 @@ def _fresh_parts(skeleton, cfg, seed: int) -> dict[str, torch.Tensor]:
         value = torch.zeros(p.shape) if name.endswith("bias") else torch.randn(p.shape, generator=gen) * std
         parts[f"model.multi_modal_projector.{name}"] = value
     hidden = cfg.text_config.hidden_size
-    parts["model.image_newline"] = torch.randn(hidden, generator=gen) / hidden**0.5
+    if hasattr(skeleton.model, "image_newline"):  # LLaVA-NeXT's row separator for AnyRes images
+        parts["model.image_newline"] = torch.randn(hidden, generator=gen) / hidden**0.5
     return parts
 
 
@@ -202,22 +243,24 @@ def load_pretrained_parts(vision_id: str, llm_id: str, dtype=torch.float16) -> t
     )
 
 
-def quantization_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:
+def quantization_config(compute_dtype=torch.float32, not_quantized: list[str] = NOT_QUANTIZED) -> BitsAndBytesConfig:
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_compute_dtype=compute_dtype,
         bnb_4bit_use_double_quant=True,
-        llm_int8_skip_modules=NOT_QUANTIZED,
+        llm_int8_skip_modules=not_quantized,
     )
 
 
 def load_base(base_dir: Path, prec: str = "fp32", device: str = "cpu", quantize: bool = True):
     """The saved base model on `device`: the LLM's linears in 4-bit nf4 (with `quantize`) computing in
     `prec`, everything else stored in `prec`'s dtype."""
-    dt = dtype(prec)
-    extra = {"quantization_config": quantization_config(dt)} if quantize else {}
-    model = LlavaNextVideoForConditionalGeneration.from_pretrained(base_dir, device_map={"": device}, dtype=dt, **extra)
+    from transformers import AutoConfig
+
+    dt, fam = dtype(prec), family_of(AutoConfig.from_pretrained(base_dir))
+    extra = {"quantization_config": quantization_config(dt, fam.not_quantized)} if quantize else {}
+    model = fam.model_class.from_pretrained(base_dir, device_map={"": device}, dtype=dt, **extra)
     _keep_cpu_lora_grads(model)
     return model
 

@@ -19,6 +19,7 @@ import torch
 
 from .. import paths
 from ..io import temp_beside
+from .family import family_of
 from .video_lm import base_model, pooled_features
 
 CACHE = ".kocap-cache/features"
@@ -30,7 +31,8 @@ _KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def tower_key(model) -> str:
     """A hash of the tower's config and weights, computed once per loaded tower (CLIP-L is 1.2 GB to
     hash; evaluation builds a store per shard). The tower is frozen everywhere, so it cannot go stale."""
-    tower = base_model(model).model.vision_tower
+    inner = base_model(model).model
+    tower = getattr(inner, family_of(inner.config).video_tower)
     if tower not in _KEYS:
         _KEYS[tower] = _hash_tower(tower)
     return _KEYS[tower]

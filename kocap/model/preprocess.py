@@ -51,7 +51,7 @@ def anyres(image: np.ndarray, size: int) -> np.ndarray:
     best grid (image resized to fit it, centred on black padding), row by row. Pass (H, W) as image_sizes."""
     import math
 
-    from .presets import best_grid
+    from .family import best_grid
 
     h, w = image.shape[:2]
     grid_h, grid_w = best_grid(h, w, size)

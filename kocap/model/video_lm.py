@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LogitsProcessorList
 
+from .family import family_of
 from .preprocess import normalize
 from .runtime import model_device
 from .text import IGNORE, IM_END, encode
@@ -31,36 +32,42 @@ MAX_TOWER_FRAMES = 32  # frames per tower pass: bounds activation memory whateve
 
 
 def base_model(model):
-    """The LlavaNextVideoForConditionalGeneration under a PEFT wrapper (or the model itself)."""
+    """The family's model (e.g. LlavaNextVideoForConditionalGeneration) under a PEFT wrapper, or the model itself."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @torch.no_grad()
 def pooled_features(model, frames: np.ndarray, max_frames: int = MAX_TOWER_FRAMES) -> torch.Tensor:
-    """uint8 (B, k, S, S, 3) -> (B, k * tokens_per_frame, vision_width): layer -2, CLS dropped, 2x2 pooled."""
+    """uint8 (B, k, S, S, 3) -> (B, k * tokens_per_frame, vision_width): the video tower at layer -2, then
+    the family's per-frame reduction (LLaVA-NeXT-Video: CLS dropped, 2x2 pooled; Video-LLaVA: all 257 kept)."""
     inner = base_model(model).model
+    fam = family_of(inner.config)
     b, k = frames.shape[:2]
     flat = frames.reshape(b * k, *frames.shape[2:])
-    tower = inner.vision_tower
+    tower = getattr(inner, fam.video_tower)
     parts = []
     for i in range(0, len(flat), max_frames):
         pixels = torch.from_numpy(normalize(flat[i : i + max_frames])).to(tower.device, tower.dtype)
-        parts.append(inner.vision_resampler(tower_hidden(inner, pixels)))
+        parts.append(fam.frame_features(inner, layer_hidden(tower, inner.config.vision_feature_layer, pixels)))
     pooled = torch.cat(parts)
     return pooled.reshape(b, -1, pooled.shape[-1])
 
 
 def tower_hidden(inner, pixels: torch.Tensor) -> torch.Tensor:
-    """The tower's hidden state at `vision_feature_layer` without running the layers after it (CLS dropped).
-    Equal to `tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]` (tested)."""
-    vision = getattr(inner.vision_tower, "vision_model", inner.vision_tower)  # transformers 4 nests it
+    """LLaVA-NeXT-Video's tower at `vision_feature_layer`, CLS dropped. Equal to
+    `tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]` (tested)."""
+    return layer_hidden(inner.vision_tower, inner.config.vision_feature_layer, pixels)[:, 1:]
+
+
+def layer_hidden(tower, layer: int, pixels: torch.Tensor) -> torch.Tensor:
+    """A CLIP tower's hidden state at `layer` (CLS first) without running the layers after it."""
+    vision = getattr(tower, "vision_model", tower)  # transformers 4 nests it
     layers = vision.encoder.layers
-    layer = inner.config.vision_feature_layer
     depth = layer if layer >= 0 else len(layers) + 1 + layer
     hidden = vision.pre_layrnorm(vision.embeddings(pixels))
     for block in layers[:depth]:
         hidden = block(hidden, None)
-    return hidden[:, 1:]
+    return hidden
 
 
 def embed(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
     kocap export models:/kocap@champion exported/
 
-The folder holds the model with the adapter merged (`AutoModelForImageTextToText`: LLaVA-NeXT-Video),
+The folder holds the model with the adapter merged (`AutoModelForImageTextToText`: the version's family,
+LLaVA-NeXT-Video or Video-LLaVA),
 the tokenizer with kocap's chat template, the frame preprocessor (`AutoImageProcessor`: CLIP's, the
 torchvision-free variant), a generation config with the version's decoding, and `kocap.json`: how many
 frames to take and where, the prompt, and the repetition guard. Its README shows the plain-transformers

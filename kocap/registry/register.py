@@ -27,7 +27,7 @@ from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
 from ..model.captioner import trained_adapter
-from ..model.presets import FAMILY
+from ..model.family import family
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
@@ -222,7 +222,7 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
         "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
         "stage2": stage2_tag(cfg, root),
         "prefer": prefer_tag(cfg, root),
-        "family": FAMILY,
+        "family": family(cfg.model.chosen.family).tag,
         "preset": cfg.model.preset,
     }
     for key, value in tags.items():

@@ -3,7 +3,8 @@ projector starts from random, so this stage is what first maps CLIP features int
 
     kocap stage align           # -> models/align/projector.safetensors, reports/align.json
 
-Data: the Korean image-caption set through the model's image (AnyRes) path, plus, with
+Data: the Korean image-caption set through the model family's image path (LLaVA-NeXT-Video: AnyRes;
+Video-LLaVA: its image tower), plus, with
 `stage1.include_videos`, the training video captions (their cached pooled features).
 """
 
@@ -23,8 +24,8 @@ from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_base, ready_to_train
+from ..model.family import Family, family_of
 from ..model.features import FeatureStore
-from ..model.preprocess import anyres
 from ..model.presets import image_tokens
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
 from ..model.video_lm import answer_loss
@@ -45,7 +46,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     tokenizer = load_tokenizer(str(root / paths.BASE))
     model = load_frozen(root / paths.BASE, prec, dev)
     items, dropped = image_items(cfg, root, tokenizer, model)
-    image_size = model.config.vision_config.image_size
+    image_size, fam = model.config.vision_config.image_size, family_of(model.config)
     store = videos = None
     if s.include_videos:
         store = FeatureStore(model, root)
@@ -63,10 +64,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         losses, tokens = [], 0
         for kind, payload in chosen:
             if kind == "image":
-                ids, labels, pixels, size = (t.to(dev) for t in image_inputs(root, payload, image_size))
-                losses.append(
-                    answer_loss(model, labels, input_ids=ids, pixel_values=pixels.to(model.dtype), image_sizes=size)
-                )
+                ids, labels, media = image_inputs(root, payload, image_size, fam)
+                media = {k: v.to(dev, model.dtype if v.is_floating_point() else None) for k, v in media.items()}
+                losses.append(answer_loss(model, labels.to(dev), input_ids=ids.to(dev), **media))
                 tokens += ids.shape[1]
             else:
                 enc, rows = videos
@@ -156,8 +156,9 @@ def image_items(cfg: Config, root: Path, tokenizer, model) -> tuple[list, int]:
     return items, dropped
 
 
-def image_inputs(root: Path, item: tuple, size: int) -> tuple[torch.Tensor, ...]:
-    """One image item's model inputs, decoded now: (ids, labels, AnyRes pixels, [[height, width]])."""
+def image_inputs(root: Path, item: tuple, size: int, fam: Family) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One image item's model inputs, decoded now: (ids, labels, the family's pixel inputs: for
+    LLaVA-NeXT-Video AnyRes `pixel_values` and `image_sizes` [[height, width]])."""
     from PIL import Image
 
     enc, image_path, h, w = item
@@ -165,9 +166,4 @@ def image_inputs(root: Path, item: tuple, size: int) -> tuple[torch.Tensor, ...]
         img = np.asarray(im.convert("RGB"))
     if img.shape[:2] != (h, w):
         raise ValueError(f"{image_path} changed size during stage 1 ({h}x{w} -> {img.shape[0]}x{img.shape[1]})")
-    return (
-        torch.tensor([enc.input_ids]),
-        torch.tensor([enc.labels]),
-        torch.from_numpy(anyres(img, size))[None],
-        torch.tensor([[h, w]]),
-    )
+    return torch.tensor([enc.input_ids]), torch.tensor([enc.labels]), fam.image_inputs(img, size)

@@ -1,6 +1,6 @@
 """The assemble stage: the base checkpoint every training stage starts from.
 
-    kocap stage assemble        # -> models/base (LlavaNextVideo + Qwen3, fresh projector, tokenizer)
+    kocap stage assemble        # -> models/base (the preset's family + Qwen3, fresh projector, tokenizer)
 
 Production presets load CLIP ViT-L/14@336 and Qwen3 with `from_pretrained` (hub id or folder) and
 add `<video>`/`<image>` to Qwen's tokenizer. The tiny preset has no pretrained LLM to load, so it
@@ -27,11 +27,12 @@ from ..config import Config
 from ..data.rows import open_frames, split_rows
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
+from ..model.family import family, family_of
 from ..model.preprocess import normalize
 from ..model.presets import source
 from ..model.sources import ensure_sources
 from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
-from ..model.video_lm import tower_hidden
+from ..model.video_lm import layer_hidden
 from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config, root: Path, env=None) -> dict:
     preset, out = cfg.model.chosen, root / paths.BASE
+    fam = family(preset.family)
     ensure_sources(root, preset, offline=env is not None and env.hub_offline())
     shutil.rmtree(out, ignore_errors=True)
     lm_loss = tower_loss = None
@@ -50,7 +52,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         torch.manual_seed(cfg.model.tiny_lm.seed)
         vision = CLIPVisionModel(tiny_vision_config(preset.image_size, preset.patch_size))  # random, frozen
         llm, lm_loss = pretrain_tiny_lm(tokenizer, texts, cfg)
-        model = assemble(vision, llm, tokenizer, cfg.frames.num_frames)
+        model = assemble(vision, llm, tokenizer, cfg.frames.num_frames, fam)
         tower_loss = pretrain_tiny_tower(model, split_rows(root, "train"), tokenizer, root, cfg)
         model.save_pretrained(out)
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
@@ -64,10 +66,12 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             cfg.frames.num_frames,
             out,
             names=(preset.vision, preset.llm),
+            fam=fam,
         )
     tokenizer.save_pretrained(out)
     report = {
         "preset": cfg.model.preset,
+        "family": fam.tag,
         "parameters_m": round(params / 1e6, 2),
         "vocab": len(tokenizer),
         "tiny_lm_final_loss": lm_loss,
@@ -123,33 +127,39 @@ def chat_sequence(tokenizer, caption: str, prompt: str) -> tuple[list[int], list
 
 def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: Config) -> float | None:
     """The tiny tower's stand-in for CLIP's image-text pre-training: single training frames, through the
-    path the LM's features take (layer -2, 2x2 pooling), averaged, predict which words their caption
-    uses (bag of words, a linear head dropped afterwards). Stage 2 keeps the tower frozen as always."""
+    path the LM's features take (layer -2, the family's per-frame reduction), averaged, predict which
+    words their caption uses (bag of words, a linear head dropped afterwards). Stage 2 keeps the tower
+    frozen as always; a family's separate image tower gets the same weights."""
     p = cfg.model.tiny_tower
     if not p.pretrain_steps or rows.empty:
         return None
     inner = model.model
+    fam = family_of(inner.config)
+    tower = getattr(inner, fam.video_tower)
     targets = torch.zeros(len(rows), len(tokenizer))
     for i, caption in enumerate(rows["caption_ko"]):
         targets[i, sorted(set(tokenizer(caption, add_special_tokens=False)["input_ids"]))] = 1
     varying = (targets.mean(0) > 0) & (targets.mean(0) < 1)  # a word every caption uses tells nothing
     targets = targets[:, varying]
-    head = torch.nn.Linear(inner.vision_tower.config.hidden_size, targets.shape[1])
-    inner.vision_tower.requires_grad_(True)
-    params = [*inner.vision_tower.parameters(), *head.parameters()]
+    head = torch.nn.Linear(tower.config.hidden_size, targets.shape[1])
+    tower.requires_grad_(True)
+    params = [*tower.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=p.lr)
     rng = np.random.default_rng(p.seed)
     losses = []
     for _ in range(p.pretrain_steps):
         clips = rng.choice(len(rows), size=min(p.batch_size, len(rows)), replace=False)
         frames = np.stack([open_frames(root, rows.iloc[c])[rng.integers(cfg.frames.num_frames)] for c in clips])
-        pooled = inner.vision_resampler(tower_hidden(inner, torch.from_numpy(normalize(frames))))
+        hidden = layer_hidden(tower, inner.config.vision_feature_layer, torch.from_numpy(normalize(frames)))
+        pooled = fam.frame_features(inner, hidden)
         loss = F.binary_cross_entropy_with_logits(head(pooled.mean(1)), targets[clips])
         loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    inner.vision_tower.requires_grad_(False)
+    tower.requires_grad_(False)
+    for other in fam.towers(inner):  # a separate image tower (Video-LLaVA) starts from the same pre-training
+        other.load_state_dict(tower.state_dict())
     final = float(np.mean(losses[-20:]))
     log.info("tiny tower pre-trained: %d steps, final loss %.4f", p.pretrain_steps, final)
     return final

@@ -107,19 +107,25 @@ def test_the_registered_model_carries_its_lineage_and_captions(project):
 def test_an_exported_version_captions_the_same_with_plain_transformers(project, tmp_path):
     """`kocap export` writes a folder plain transformers loads; the code its README shows, run as written on
     a clip, prints the caption `kocap caption` gives for it (merged weights, template, frames, decoding)."""
-    out = tmp_path / "exported"
-    said = _sh([sys.executable, "-m", "kocap.cli", "export", str(out), "--model", "models:/kocap/1"], project).stdout
-    assert "models:/kocap/1" in said and json.loads((out / "kocap.json").read_text(encoding="utf-8"))["num_frames"] == 8
-    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config = _export_and_caption_plainly(project, tmp_path, 1)
     assert config["model_type"] == "llava_next_video" and "quantization_config" not in config
+
+
+def _export_and_caption_plainly(project: Path, tmp_path: Path, version: int) -> dict:
+    """Export a version, run its README's code on a clip, check it prints `kocap caption`'s caption;
+    returns the exported config."""
+    out, uri = tmp_path / "exported", f"models:/kocap/{version}"
+    said = _sh([sys.executable, "-m", "kocap.cli", "export", str(out), "--model", uri], project).stdout
+    assert uri in said and json.loads((out / "kocap.json").read_text(encoding="utf-8"))["num_frames"] == 8
     readme = (out / "README.md").read_text(encoding="utf-8")
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert not any(f"{how} {pkg}" in code for how in ("import", "from") for pkg in ("kocap", "peft"))
     clip = next((project / "data/raw").rglob("*.mp4"))
     (tmp_path / "plain.py").write_text(code.replace('"clip.mp4"', repr(str(clip))), encoding="utf-8")
     plain = _sh([sys.executable, str(tmp_path / "plain.py")], tmp_path).stdout.strip().splitlines()[-1]
-    served = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", "models:/kocap/1"], project)
+    served = _sh([sys.executable, "-m", "kocap.cli", "caption", str(clip), "--model", uri], project)
     assert plain == served.stdout.strip().split("\t", 1)[1] and plain
+    return json.loads((out / "config.json").read_text(encoding="utf-8"))
 
 
 def _long_clip(seconds: int) -> bytes:
@@ -382,6 +388,25 @@ def test_a_zero_shot_version_measures_the_base_with_stage_1s_projector(project):
         (key,) = [k for k in adapter if k.endswith(f"multi_modal_projector.{name}")]
         assert torch.equal(adapter[key], tensor), key
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
+
+
+def test_a_second_family_runs_the_lifecycle_and_is_compared_beside_the_first(project, tmp_path):
+    """`model.preset=tiny-video-llava`: the Video-LLaVA family (two towers, CLS kept: 8 x 65 video tokens)
+    through every stage of the same project; its version is tagged with its family, `kocap compare` puts
+    it beside the LLaVA-NeXT-Video versions on the same clips, and its export captions as kocap does."""
+    summary, _ = _kocap(project, "model.preset=tiny-video-llava", "stage2.enabled=true")
+    assert all(summary[s]["ran"] is True for s in ("assemble", "align", "finetune", "evaluate", "register"))
+    assert json.loads((project / "models/base/config.json").read_text(encoding="utf-8"))["model_type"] == "video_llava"
+    client = _mlflow(project)
+    latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
+    assert latest.tags["family"] == "video-llava+qwen3" and latest.tags["preset"] == "tiny-video-llava"
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}
+    _sh([sys.executable, "-m", "kocap.cli", "compare"], project)
+    rows = json.loads((project / "reports/compare.json").read_text(encoding="utf-8"))["versions"]
+    tokens = {r["family"]: r["video_tokens"] for r in rows}
+    assert tokens == {"llava-next-video+qwen3": 128, "video-llava+qwen3": 8 * 65}
+    config = _export_and_caption_plainly(project, tmp_path, int(latest.version))
+    assert config["model_type"] == "video_llava" and "quantization_config" not in config
 
 
 def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):

@@ -107,6 +107,7 @@ def test_stage1_images_over_their_max_length_follow_the_too_long_policy(base, tm
 def test_stage1_image_items_hold_no_pixels_and_decode_per_micro_batch(base, tmp_path):  # noqa: F811
     """Stage 1's memory must not grow with the image count (MS-COCO is ~600,000 pairs): an item holds
     ids and a path, and the AnyRes pixels are decoded when its micro-batch trains."""
+    from kocap.model.family import family_of
     from kocap.model.preprocess import anyres
 
     folder, tok, _, _, model = base
@@ -119,9 +120,9 @@ def test_stage1_image_items_hold_no_pixels_and_decode_per_micro_batch(base, tmp_
     items, _ = align.image_items(load_config("params.yaml"), tmp_path, tok, model)
     (kind, item), size = items[0], model.config.vision_config.image_size
     assert kind == "image" and not any(isinstance(x, (np.ndarray, torch.Tensor)) for x in item)
-    ids, labels, pixels, sizes = align.image_inputs(tmp_path, item, size)
-    assert sizes.tolist() == [[150, 100]] and ids.shape == labels.shape
-    assert torch.equal(pixels[0], torch.from_numpy(anyres(image, size)))
+    ids, labels, media = align.image_inputs(tmp_path, item, size, family_of(model.config))
+    assert media["image_sizes"].tolist() == [[150, 100]] and ids.shape == labels.shape
+    assert torch.equal(media["pixel_values"][0], torch.from_numpy(anyres(image, size)))
 
 
 def test_greedy_captions_do_not_depend_on_the_batch_or_the_seed(base):  # noqa: F811

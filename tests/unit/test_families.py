@@ -1,0 +1,93 @@
+"""Model families: kocap's one frames -> features -> embeddings path gives, for each family, what the
+family's own transformers forward computes from pixels; token counts, towers, quantization and the
+stage-1 image path follow the family (kocap/model/family.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPVisionModel, Qwen3ForCausalLM
+
+from kocap.model.build import assemble, load_base, tiny_text_config, tiny_vision_config
+from kocap.model.family import FAMILIES, family, family_of
+from kocap.model.preprocess import normalize
+from kocap.model.presets import production_config, video_tokens
+from kocap.model.text import IMAGE, encode, train_tiny_tokenizer
+from kocap.model.video_lm import embed, pooled_features
+
+CAPTIONS = ["맑은 날 도시 풍경입니다. 빨간색 자동차가 오른쪽으로 이동합니다.", "어두운 밤 해변입니다."] * 4
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def built(request, tmp_path_factory):
+    torch.manual_seed(0)
+    tok = train_tiny_tokenizer(CAPTIONS + ["묘사해주세요."], tmp_path_factory.mktemp("tok"), vocab_size=300)
+    vision = CLIPVisionModel(tiny_vision_config(64, 8))
+    model = assemble(vision, Qwen3ForCausalLM(tiny_text_config(len(tok))), tok, 8, family(request.param)).eval()
+    folder = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return request.param, folder, tok, vision, model
+
+
+def test_each_family_holds_the_pretrained_tower_in_every_tower_and_counts_its_tokens(built):
+    name, _, _, vision, model = built
+    fam = family_of(model.config)
+    assert fam.name == name and isinstance(model, fam.model_class)
+    for tower in fam.towers(model.model):
+        assert all(torch.equal(tower.state_dict()[k], v) for k, v in vision.state_dict().items())
+    per_frame = {"llava-next-video": 8 * 8 // 4, "video-llava": 8 * 8 + 1}[name]  # pooled / CLS kept
+    assert video_tokens(model.config, 8) == 8 * per_frame
+    assert pooled_features(model, np.zeros((2, 8, 64, 64, 3), np.uint8)).shape == (2, 8 * per_frame, 64)
+
+
+def test_kocaps_video_path_gives_the_familys_own_forward_from_pixels(built):
+    """`pooled_features` + `embed` (cacheable features, projector at the <video> positions) versus the
+    transformers model fed `pixel_values_videos`: the same logits."""
+    _, _, tok, _, model = built
+    frames = np.random.default_rng(0).integers(0, 256, (1, 8, 64, 64, 3), dtype=np.uint8)
+    ids = torch.tensor([encode(tok, "묘사해주세요.", CAPTIONS[0], video_tokens(model.config, 8), 2048).input_ids])
+    with torch.no_grad():
+        ours = model(inputs_embeds=embed(model, ids, pooled_features(model, frames))).logits
+        pixels = torch.from_numpy(normalize(frames))  # (1, 8, 3, 64, 64)
+        theirs = model(input_ids=ids, pixel_values_videos=pixels).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_the_image_path_of_each_family_consumes_the_tokens_it_counts(built):
+    """Stage 1's image items: the family's pixel inputs and token count agree with its forward (a
+    mismatch is transformers' 'features and tokens do not match')."""
+    from kocap.model.presets import image_tokens
+
+    _, _, tok, _, model = built
+    fam = family_of(model.config)
+    image = np.random.default_rng(1).integers(0, 256, (150, 100, 3), dtype=np.uint8)
+    n = image_tokens(model.config, 150, 100)
+    enc = encode(tok, "묘사해주세요.", CAPTIONS[1], n, 4096, media=IMAGE)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([enc.input_ids]), **fam.image_inputs(image, 64))
+    assert out.logits.shape[1] == len(enc)
+    with pytest.raises(ValueError):
+        bad = encode(tok, "묘사해주세요.", CAPTIONS[1], n + 1, 4096, media=IMAGE)
+        model(input_ids=torch.tensor([bad.input_ids]), **fam.image_inputs(image, 64))
+
+
+def test_a_saved_base_loads_as_its_family_with_every_tower_kept_out_of_4_bit(built):
+    import bitsandbytes as bnb
+
+    name, folder, _, _, _ = built
+    model = load_base(folder)
+    fam = family(name)
+    assert isinstance(model, fam.model_class)
+    quantized = {n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert quantized and all(".language_model." in n for n in quantized)
+    assert all(f"model.{t}" in fam.not_quantized for t in (fam.video_tower, fam.image_tower))
+
+
+def test_production_token_counts_per_clip():
+    """The figures README states per family: 1,152 video tokens (LLaVA-NeXT-Video, 336 px, pooled) and
+    2,056 (Video-LLaVA, 224 px, CLS kept) for 8 frames."""
+    assert video_tokens(production_config("Qwen/Qwen3-8B", 151669, 151670), 8) == 1152
+    cfg = production_config("Qwen/Qwen3-8B", 151669, 151670, family_name="video-llava")
+    assert video_tokens(cfg, 8) == 2056 == cfg.video_seq_length and cfg.vision_config.image_size == 224
