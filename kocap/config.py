@@ -189,7 +189,7 @@ class ModelParams(_Section):
             stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
             stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
             prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
-            eval_batch_size=8,
+            eval_batch_size=4,  # 2,056 video tokens a clip: batch 8 reserved 13.17 of 13.5 GiB (README, GPU)
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)
