@@ -160,9 +160,11 @@ def _tower_tensors(vision_src: str, fam: Family) -> dict:
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(file, "pt") as f:
             for key in f.keys():
-                bare = key.removeprefix("model.")  # converted checkpoints name them either way
-                if bare.startswith(("video_tower.", "image_tower.")):
-                    tensors[f"model.{bare}"] = f.get_tensor(key)
+                # transformers 5 names `model.video_tower.X`; checkpoints converted before it (the hub's)
+                # `video_tower.vision_model.X`, which transformers itself renames on load
+                tower, _, rest = key.removeprefix("model.").partition(".")
+                if tower in ("video_tower", "image_tower"):
+                    tensors[f"model.{tower}.{rest.removeprefix('vision_model.')}"] = f.get_tensor(key)
     return {"config": AutoConfig.from_pretrained(vision_src).vision_config, **tensors}
 
 

@@ -50,6 +50,7 @@ def reference(cfg, root: Path, hashes: dict[str, str]) -> dict:
         "files": {e["relpath"]: e["md5"] for e in entries},  # names what differs if it must be re-assembled
         "project": str(Path(root).resolve()),
         "preset": cfg.model.preset,
+        "family": preset.family,
         "vision": preset.vision,
         "llm": preset.llm,
         "num_frames": cfg.frames.num_frames,
@@ -125,6 +126,7 @@ def _fetch(project: Path, md5: str) -> bool:
 def _reassemble(project: Path, ref: dict) -> Path:
     """Rebuild the base from the preset's tower and LLM (the projector the version trained is in its adapter)."""
     from ..model.build import assemble_to_folder
+    from ..model.family import family
     from ..model.presets import source
     from ..model.text import load_tokenizer
 
@@ -144,6 +146,7 @@ def _reassemble(project: Path, ref: dict) -> Path:
             ref["num_frames"],
             out,
             names=(ref["vision"], ref["llm"]),
+            fam=family(ref.get("family", "llava-next-video")),  # versions before families: LLaVA-NeXT-Video
         )
         tokenizer.save_pretrained(out)
         verify(out, ref)

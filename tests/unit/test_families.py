@@ -91,3 +91,56 @@ def test_production_token_counts_per_clip():
     assert video_tokens(production_config("Qwen/Qwen3-8B", 151669, 151670), 8) == 1152
     cfg = production_config("Qwen/Qwen3-8B", 151669, 151670, family_name="video-llava")
     assert video_tokens(cfg, 8) == 2056 == cfg.video_seq_length and cfg.vision_config.image_size == 224
+
+
+@pytest.mark.parametrize("legacy_names", [False, True])
+def test_video_llava_towers_are_taken_from_a_video_llava_checkpoint_with_a_qwen3_llm(tmp_path, legacy_names):
+    """`video-llava-qwen3-8b` assembles from `LanguageBind/Video-LLaVA-7B-hf`: its two towers (different
+    weights) are streamed out of that checkpoint, under transformers 5's names or those of checkpoints
+    converted before it (`video_tower.vision_model.…`, as on the hub); its Vicuna is left behind and the
+    Qwen3 LLM goes in."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    from kocap.model.build import assemble_to_folder
+
+    torch.manual_seed(0)
+    tok = train_tiny_tokenizer(CAPTIONS + ["묘사해주세요."], tmp_path / "tok", vocab_size=300)
+    llama = LlamaConfig(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    source = VideoLlavaForConditionalGeneration(
+        VideoLlavaConfig(vision_config=tiny_vision_config(64, 8), text_config=llama)
+    )
+    with torch.no_grad():
+        source.model.image_tower.post_layernorm.weight.add_(1.0)  # the towers differ
+    source.save_pretrained(tmp_path / "video-llava")
+    if legacy_names:
+        (shard,) = (tmp_path / "video-llava").glob("*.safetensors")
+        state = {_legacy(k): v.contiguous() for k, v in source.state_dict().items()}
+        shard.unlink()
+        save_file(state, tmp_path / "video-llava/model.safetensors", metadata={"format": "pt"})
+    llm = Qwen3ForCausalLM(tiny_text_config(len(tok)))
+    llm.save_pretrained(tmp_path / "qwen3")
+    out = tmp_path / "base"
+    assemble_to_folder(str(tmp_path / "video-llava"), str(tmp_path / "qwen3"), tok, 8, out, fam=family("video-llava"))
+    tok.save_pretrained(out)
+    model = load_base(out, quantize=False)
+    assert isinstance(model, VideoLlavaForConditionalGeneration) and video_tokens(model.config, 8) == 8 * 65
+    for tower in ("video_tower", "image_tower"):
+        theirs = getattr(source.model, tower).state_dict()
+        assert all(torch.equal(t, theirs[k]) for k, t in getattr(model.model, tower).state_dict().items()), tower
+    assert torch.equal(model.model.language_model.embed_tokens.weight, llm.model.embed_tokens.weight)
+    assert not torch.equal(
+        model.model.video_tower.post_layernorm.weight,
+        model.model.image_tower.post_layernorm.weight,
+    )
+
+
+def _legacy(key: str) -> str:
+    """A transformers-5 Video-LLaVA tensor name as checkpoints converted with transformers 4 spell it."""
+    bare = key.removeprefix("model.")
+    for tower in ("video_tower.", "image_tower."):
+        if bare.startswith(tower):
+            return tower + "vision_model." + bare[len(tower) :]
+    return bare
