@@ -146,8 +146,8 @@ def _tower_tensors(vision_src: str, fam: Family) -> dict:
 
     if AutoConfig.from_pretrained(vision_src).model_type != "video_llava":
         vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
-        tensors = {
-            f"model.{attr}.{name}": t
+        tensors = {  # a second tower gets copies: safetensors refuses tensors that share memory
+            f"model.{attr}.{name}": t if attr == fam.video_tower else t.clone()
             for attr in dict.fromkeys((fam.video_tower, fam.image_tower))
             for name, t in vision.state_dict().items()
         }

@@ -19,7 +19,9 @@ from kocap.data.rows import split_rows as finetune_rows
 from kocap.model import runtime
 from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
 from kocap.model.captioner import generation_budget
+from kocap.model.family import family
 from kocap.model.micro import build_micro
+from kocap.model.presets import video_tokens
 from kocap.model.text import encode, load_tokenizer
 from kocap.model.video_lm import generate, loss, pooled_features
 from kocap.train.loop import LoopSpec, run_loop
@@ -40,9 +42,18 @@ def micro(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def base(micro, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("base")
+    return _micro_base(micro, tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def video_llava_base(micro, tmp_path_factory) -> Path:
+    """The Video-LLaVA family around the micro pair: both towers from the micro CLIP, Qwen's tokenizer."""
+    return _micro_base(micro, tmp_path_factory.mktemp("video-llava-base"), family("video-llava"))
+
+
+def _micro_base(micro, out: Path, fam=None) -> Path:
     tokenizer = load_tokenizer(str(micro["llm"]))
-    assemble_to_folder(str(micro["vision"]), str(micro["llm"]), tokenizer, 8, out)
+    assemble_to_folder(str(micro["vision"]), str(micro["llm"]), tokenizer, 8, out, fam=fam)
     tokenizer.save_pretrained(out)
     return out
 
@@ -89,6 +100,22 @@ def test_stage2_steps_and_generation_under_half_precision_autocast_on_cpu(base, 
     masked_scatter) reproduced on the CPU with bf16 autocast, and the T4's path (fp16 autocast with a
     GradScaler, through kocap's loop and generate), with the frozen parts stored in the compute dtype
     (as on a GPU) or in fp32."""
+    _half_precision_steps_and_generation(base, tmp_path, prec, storage)
+
+
+def test_the_video_llava_family_steps_and_generates_in_fp16_with_qwens_tokenizer(video_llava_base, tmp_path):
+    """The second family on the T4's path: 8 x (16 + 1) video tokens of the micro tower with the CLS kept,
+    Qwen's real tokenizer and template, fp16 storage, autocast and loss scaling, both towers kept out of 4-bit."""
+    import bitsandbytes as bnb
+
+    model = _half_precision_steps_and_generation(video_llava_base, tmp_path, "fp16", "fp16")
+    inner = model.get_base_model().model
+    towers = [*inner.video_tower.modules(), *inner.image_tower.modules()]
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in towers)
+    assert video_tokens(inner.config, 8) == 8 * ((56 // 14) ** 2 + 1)
+
+
+def _half_precision_steps_and_generation(base: Path, tmp_path: Path, prec: str, storage: str):
     torch.manual_seed(0)
     model = load_qlora(base, lora_r=4, lora_alpha=8, prec=storage, device="cpu")
     assert model.get_input_embeddings().weight.dtype == runtime.dtype(storage)  # stored in the compute dtype ...
@@ -122,6 +149,7 @@ def test_stage2_steps_and_generation_under_half_precision_autocast_on_cpu(base, 
     with runtime.autocast(prec, "cpu"):
         texts, cut = generate(model, tok, feats, PROMPT, 8, 2048, do_sample=False)
     assert len(texts) == 2 and cut == [True, True]  # a random LLM never ends its turn in 8 tokens: counted
+    return model
 
 
 @pytest.mark.slow
@@ -245,5 +273,8 @@ def test_the_gpu_check_runs_in_its_cpu_smoke_mode():
         ("qwen3-8b", "stage-1 peak GiB (alloc / reserved)"),
         ("qwen3-8b", "DPO step peak GiB (alloc / reserved)"),
         ("qwen3-8b", "eval tokens/s"),
+        ("video-llava-qwen3-8b", "stage-2 samples/s"),
+        ("video-llava-qwen3-8b", "stage-1 peak GiB (alloc / reserved)"),
+        ("video-llava-qwen3-8b", "eval tokens/s"),
     } <= measured  # assemble: tested above
     assert not any(r["measure"] == "FAILED" for r in rows)
