@@ -32,14 +32,15 @@ def tower_key(model) -> str:
     """A hash of the tower's config and weights, computed once per loaded tower (CLIP-L is 1.2 GB to
     hash; evaluation builds a store per shard). The tower is frozen everywhere, so it cannot go stale."""
     inner = base_model(model).model
-    tower = getattr(inner, family_of(inner.config).video_tower)
-    if tower not in _KEYS:
-        _KEYS[tower] = _hash_tower(tower)
+    fam = family_of(inner.config)
+    tower = getattr(inner, fam.video_tower)
+    if tower not in _KEYS:  # the family too: one tower gives pooled features to one, CLS-kept to another
+        _KEYS[tower] = _hash_tower(tower, fam.name)
     return _KEYS[tower]
 
 
-def _hash_tower(tower) -> str:
-    h = hashlib.sha256(tower.config.to_json_string().encode())
+def _hash_tower(tower, family_name: str) -> str:
+    h = hashlib.sha256(family_name.encode() + tower.config.to_json_string().encode())
     for name, t in sorted(tower.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to(torch.float32).cpu().numpy().tobytes())

@@ -144,3 +144,15 @@ def _legacy(key: str) -> str:
         if bare.startswith(tower):
             return tower + "vision_model." + bare[len(tower) :]
     return bare
+
+
+def test_one_tower_in_two_families_caches_its_features_apart(tmp_path):
+    """The same CLIP weights give 2x2-pooled features to LLaVA-NeXT-Video and CLS-kept ones to Video-LLaVA:
+    the feature cache keys them apart, so switching family never reads the other's features."""
+    from kocap.model import features
+
+    tok = train_tiny_tokenizer(CAPTIONS + ["묘사해주세요."], tmp_path / "tok", vocab_size=300)
+    vision = CLIPVisionModel(tiny_vision_config(64, 8))
+    llm = Qwen3ForCausalLM(tiny_text_config(len(tok)))
+    keys = {features.tower_key(assemble(vision, llm, tok, 8, family(name))) for name in sorted(FAMILIES)}
+    assert len(keys) == len(FAMILIES)

@@ -169,7 +169,7 @@ def test_the_tower_is_hashed_once_per_loaded_model_and_the_key_follows_its_weigh
     folder, *_ = base
     calls = []
     real = features._hash_tower
-    monkeypatch.setattr(features, "_hash_tower", lambda tower: calls.append(1) or real(tower))
+    monkeypatch.setattr(features, "_hash_tower", lambda *a: calls.append(1) or real(*a))
     model = LlavaNextVideoForConditionalGeneration.from_pretrained(folder)
     keys = {features.tower_key(model) for _ in range(3)}
     assert len(keys) == 1 and len(calls) == 1
