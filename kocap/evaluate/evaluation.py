@@ -31,6 +31,17 @@ from .report import report_html
 log = logging.getLogger(__name__)
 
 
+def evaluated_model(cfg: Config, root: Path) -> str:
+    """What the report names: the family, the preset and the video tokens a clip costs."""
+    from transformers import AutoConfig
+
+    from ..model.presets import family_of, video_tokens
+
+    config = AutoConfig.from_pretrained(root / paths.BASE)
+    tokens = video_tokens(config, cfg.frames.num_frames)
+    return f"{family_of(config).tag} (preset {cfg.model.preset}), {tokens} video tokens per clip"
+
+
 def run(cfg: Config, root: Path, env=None) -> dict:
     require(cfg.eval.primary_metric)
     val, train = split_rows(root, "val"), split_rows(root, "train")
@@ -53,7 +64,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     write_json(root / paths.METRICS, metrics)
     write_parquet(table, root / paths.PREDICTIONS)
     (root / paths.EVAL_HTML).write_text(
-        report_html(root, val, table, metrics, cfg.eval.report_samples), encoding="utf-8"
+        report_html(root, val, table, metrics, cfg.eval.report_samples, evaluated_model(cfg, root)), encoding="utf-8"
     )
     log_to_mlflow(cfg, root, metrics)
     return metrics

@@ -79,9 +79,9 @@ def fact_marks(reference: str, prediction: str) -> str:
     return f"<p>{''.join(marks)}</p>" if marks else ""
 
 
-def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: int) -> str:
-    """One self-contained page: the attribute chart (embedded sample), the metric table, then each clip's
-    frame strip, reference and prediction with its facts marked."""
+def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: int, model: str = "") -> str:
+    """One self-contained page: which model was evaluated, the attribute chart (embedded sample), the
+    metric table, then each clip's frame strip, reference and prediction with its facts marked."""
     facts = "attribute_accuracy" in metrics
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
@@ -100,6 +100,7 @@ def report_html(root, val: pd.DataFrame, table: pd.DataFrame, metrics: dict, n: 
         )
     return (
         f"<!doctype html><meta charset='utf-8'><title>kocap evaluation</title>{STYLE}<h1>kocap evaluation</h1>"
+        f"{f'<p><b>model</b> {html.escape(model)}</p>' if model else ''}"
         f"{attribute_chart(metrics) if facts else ''}{placement_html(placement(metrics))}"
         f"<p>Every registered version on these clips, side by side: <code>kocap compare</code>, then open "
         f"<code>reports/compare.html</code>.</p><h2>All metrics</h2>"

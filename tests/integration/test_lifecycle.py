@@ -400,6 +400,8 @@ def test_a_second_family_runs_the_lifecycle_and_is_compared_beside_the_first(pro
     client = _mlflow(project)
     latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
     assert latest.tags["family"] == "video-llava+qwen3" and latest.tags["preset"] == "tiny-video-llava"
+    page = (project / "reports/eval.html").read_text(encoding="utf-8")
+    assert "video-llava+qwen3 (preset tiny-video-llava), 520 video tokens per clip" in page
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     _sh([sys.executable, "-m", "kocap.cli", "compare"], project)
     rows = json.loads((project / "reports/compare.json").read_text(encoding="utf-8"))["versions"]

@@ -203,7 +203,8 @@ def test_the_report_opens_with_the_attribute_chart_and_marks_each_clips_facts(tm
     np.save(tmp_path / "data/frames/clips/s.npy", np.zeros((6, 2, 8, 8, 3), np.uint8))
     val = pd.DataFrame({"sample_id": [f"c{i}" for i in range(6)], "shard": "clips/s.npy", "offset": range(6)})
     table = pd.DataFrame({"sample_id": val["sample_id"], "reference": refs, "prediction": preds})
-    page = report_html(tmp_path, val, table, metrics, 6)
+    page = report_html(tmp_path, val, table, metrics, 6, "video-llava+qwen3 (preset tiny-video-llava), 520 video")
+    assert page.index("<b>model</b> video-llava+qwen3 (preset tiny-video-llava)") < page.index("<svg")
     assert page.index("<svg") < page.index("All metrics")  # the chart opens the page
     width = 520 * metrics["attribute_color"]
     assert f"width='{width:.1f}' height='8' fill='#2b6cb0'" in page
