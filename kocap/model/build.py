@@ -144,7 +144,8 @@ def _tower_tensors(vision_src: str, fam: Family) -> dict:
     """{"config": the tower's CLIPVisionConfig, full name: tensor for every tower of the family}."""
     from transformers import AutoConfig
 
-    if AutoConfig.from_pretrained(vision_src).model_type != "video_llava":
+    source_cfg = AutoConfig.from_pretrained(vision_src)
+    if source_cfg.model_type != "video_llava":
         vision = CLIPVisionModel.from_pretrained(vision_src, dtype="auto")  # as stored: 1.2 GB for CLIP-L in fp32
         tensors = {  # a second tower gets copies: safetensors refuses tensors that share memory
             f"model.{attr}.{name}": t if attr == fam.video_tower else t.clone()
@@ -165,7 +166,7 @@ def _tower_tensors(vision_src: str, fam: Family) -> dict:
                 tower, _, rest = key.removeprefix("model.").partition(".")
                 if tower in ("video_tower", "image_tower"):
                     tensors[f"model.{tower}.{rest.removeprefix('vision_model.')}"] = f.get_tensor(key)
-    return {"config": AutoConfig.from_pretrained(vision_src).vision_config, **tensors}
+    return {"config": source_cfg.vision_config, **tensors}
 
 
 def _local(source: str) -> str:

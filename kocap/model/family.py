@@ -18,6 +18,7 @@ tower, a two-layer projector and a Qwen3 LLM with Qwen's ChatML (`text.py`), and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ ANYRES_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))  # LLaVA-NeXT's grids, (
 
 
 @dataclass(frozen=True)
-class Family:
+class Family(ABC):
     name: str
     model_type: str  # the saved config's model_type
     model_class: type
@@ -75,15 +76,17 @@ class Family:
             hidden = hidden[:, 1:]
         return inner.vision_resampler(hidden) if self.pools else hidden
 
+    @abstractmethod
     def config(self, vision: CLIPVisionConfig, text, video_id: int, image_id: int, num_frames: int):
-        raise NotImplementedError
+        """The transformers config around a CLIP tower and a Qwen3 LLM (fresh projector)."""
 
+    @abstractmethod
     def image_tokens(self, cfg, height: int, width: int) -> int:
-        raise NotImplementedError
+        """`<image>` positions the model consumes for one image of that size."""
 
+    @abstractmethod
     def image_inputs(self, image: np.ndarray, size: int) -> dict[str, torch.Tensor]:
         """One uint8 (H, W, 3) image as the model's keyword inputs for its `<image>` path (batch of one)."""
-        raise NotImplementedError
 
 
 class _LlavaNextVideo(Family):

@@ -57,13 +57,6 @@ QWEN3 = {
 }
 
 
-def llava_config(
-    vision: CLIPVisionConfig, text: Qwen3Config, video_token_id: int, image_token_id: int, num_frames: int
-) -> LlavaNextVideoConfig:
-    """The LLaVA-NeXT-Video config around a CLIP tower and a Qwen3 LLM (fresh projector)."""
-    return family("llava-next-video").config(vision, text, video_token_id, image_token_id, num_frames)
-
-
 def production_config(
     llm: str,
     video_token_id: int,

@@ -53,14 +53,9 @@ def pooled_features(model, frames: np.ndarray, max_frames: int = MAX_TOWER_FRAME
     return pooled.reshape(b, -1, pooled.shape[-1])
 
 
-def tower_hidden(inner, pixels: torch.Tensor) -> torch.Tensor:
-    """LLaVA-NeXT-Video's tower at `vision_feature_layer`, CLS dropped. Equal to
-    `tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]` (tested)."""
-    return layer_hidden(inner.vision_tower, inner.config.vision_feature_layer, pixels)[:, 1:]
-
-
 def layer_hidden(tower, layer: int, pixels: torch.Tensor) -> torch.Tensor:
-    """A CLIP tower's hidden state at `layer` (CLS first) without running the layers after it."""
+    """A CLIP tower's hidden state at `layer` (CLS first) without running the layers after it. Equal to
+    `tower(pixels, output_hidden_states=True).hidden_states[layer]` (tested)."""
     vision = getattr(tower, "vision_model", tower)  # transformers 4 nests it
     layers = vision.encoder.layers
     depth = layer if layer >= 0 else len(layers) + 1 + layer

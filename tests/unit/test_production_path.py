@@ -14,7 +14,7 @@ from kocap.model import runtime
 from kocap.model.captioner import generation_budget
 from kocap.model.presets import video_tokens
 from kocap.model.text import SampleTooLong, encode
-from kocap.model.video_lm import answer_loss, embed, pooled_features, tower_hidden
+from kocap.model.video_lm import answer_loss, embed, layer_hidden, pooled_features
 from kocap.train import align
 from kocap.train.loop import EpochSchedule, LoopSpec, run_loop
 
@@ -33,7 +33,7 @@ def test_the_tower_stops_at_the_feature_layer_with_the_same_features(base):  # n
     model = base[4].eval()
     pixels = torch.randn(3, 3, 64, 64)
     full = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
-    assert torch.equal(tower_hidden(model.model, pixels), full)
+    assert torch.equal(layer_hidden(model.model.vision_tower, model.config.vision_feature_layer, pixels)[:, 1:], full)
     frames = np.random.default_rng(0).integers(0, 255, (3, 8, 64, 64, 3), dtype=np.uint8)
     assert torch.allclose(pooled_features(model, frames, max_frames=5), pooled_features(model, frames), atol=1e-6)
 
