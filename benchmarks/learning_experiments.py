@@ -45,6 +45,7 @@ from kocap import paths  # noqa: E402
 from kocap.config import load_config  # noqa: E402
 from kocap.data.rows import split_rows  # noqa: E402
 from kocap.env import RunEnv  # noqa: E402
+from kocap.model import build as model_build  # noqa: E402
 from kocap.model import features as feature_cache  # noqa: E402
 from kocap.model.captioner import Captioner, generation_budget  # noqa: E402
 from kocap.model.features import FeatureStore  # noqa: E402
@@ -88,7 +89,7 @@ def text_config(lv: Levers):
 
 
 def vision_config(lv: Levers):
-    base = assemble_stage.tiny_vision_config
+    base = model_build.tiny_vision_config
 
     def config(image_size: int, patch_size: int):
         c = base(image_size, patch_size)
@@ -155,7 +156,7 @@ def main(project: Path, name: str, args: list[str]) -> None:
         shutil.copytree(project / folder, root / folder, symlinks=True)
     cfg = load_config(project / "params.yaml", lv.overrides())
     assemble_stage.tiny_text_config = text_config(lv)
-    assemble_stage.tiny_vision_config = vision_config(lv)
+    model_build.tiny_vision_config = vision_config(lv)
     assemble_stage.corpus = corpus(lv, assemble_stage.corpus)
     if lv.get("oracle", 0):
         feature_cache.FeatureStore.get = oracle_features(feature_cache.FeatureStore.get)

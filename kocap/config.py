@@ -113,7 +113,7 @@ class TrainDefaults(_Section):
 
 
 class Preset(_Section):
-    family: Literal["llava-next-video", "video-llava"] = "llava-next-video"  # kocap/model/family.py
+    family: Literal["llava-next-video", "video-llava", "qwen3-vl"] = "llava-next-video"  # kocap/model/family.py
     vision: str = Field(min_length=1)  # hub id or local folder of the CLIP tower ("tiny": built from config)
     llm: str = Field(min_length=1)  # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
     patch_size: int = Field(ge=1, le=64)
@@ -129,9 +129,11 @@ class Preset(_Section):
         patch = info.data.get("patch_size", 1)
         if size % patch:
             raise ValueError(f"must be a whole number of {patch}-px patches")
-        pooled = info.data.get("family") == "llava-next-video"
+        pooled = info.data.get("family") in ("llava-next-video", "qwen3-vl")
         if pooled and (size // patch < 2 or (size // patch) % 2):
-            raise ValueError(f"must be an even number (>= 2) of {patch}-px patches: the video pooler averages 2x2")
+            raise ValueError(
+                f"must be an even number (>= 2) of {patch}-px patches: the video pooler (merger) joins 2x2"
+            )
         return size
 
 
@@ -190,6 +192,27 @@ class ModelParams(_Section):
             stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
             prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
             eval_batch_size=4,  # 2,056 video tokens a clip: batch 8 reserved 13.17 of 13.5 GiB (README, GPU)
+        ),
+        "tiny-qwen3-vl": Preset(family="qwen3-vl", vision="tiny", llm="tiny", image_size=64, patch_size=8),
+        "qwen3-vl-4b": Preset(
+            family="qwen3-vl",
+            vision="Qwen/Qwen3-VL-4B-Instruct",  # one pretrained checkpoint: tower, merger and LLM
+            llm="Qwen/Qwen3-VL-4B-Instruct",
+            image_size=448,
+            patch_size=16,
+            stage2=TrainDefaults(lr=2e-4, batch_size=2, grad_accum=4, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+            eval_batch_size=8,
+        ),
+        "qwen3-vl-8b": Preset(
+            family="qwen3-vl",
+            vision="Qwen/Qwen3-VL-8B-Instruct",
+            llm="Qwen/Qwen3-VL-8B-Instruct",
+            image_size=448,
+            patch_size=16,
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+            eval_batch_size=8,
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)

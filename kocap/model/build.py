@@ -31,9 +31,8 @@ from transformers import (
 
 from .family import Family, family, family_of
 from .runtime import dtype
-from .text import IMAGE, VIDEO
 
-LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"  # never a tower
 NOT_QUANTIZED = family("llava-next-video").not_quantized  # model.vision_tower, the projector, lm_head
 
 
@@ -70,13 +69,7 @@ def assemble(
     fam = fam or family("llava-next-video")
     if llm.get_input_embeddings().num_embeddings < len(tokenizer):
         llm.resize_token_embeddings(len(tokenizer))  # room for <video> and <image>
-    cfg = fam.config(
-        vision.config,
-        llm.config,
-        tokenizer.convert_tokens_to_ids(VIDEO),
-        tokenizer.convert_tokens_to_ids(IMAGE),
-        num_frames,
-    )
+    cfg = fam.config(vision.config, llm.config, num_frames=num_frames, **fam.token_ids(tokenizer))
     model = fam.model_class(cfg)
     for tower in fam.towers(model.model):
         tower.load_state_dict(vision.state_dict())
@@ -97,6 +90,7 @@ def assemble_to_folder(
     seed: int = 0,
     names: tuple | None = None,
     fam: Family | None = None,
+    image_size: int | None = None,
 ) -> int:
     """Write the base checkpoint of a pretrained tower + LLM to `out` without building the model:
     the LLM's tensors stream from its safetensors shards into ours under the LLaVA names, so host
@@ -105,19 +99,22 @@ def assemble_to_folder(
     the config in place of the folders they were read from, so the same sources assemble the same bytes
     on any machine (its DVC hash is how a registered version finds its base). Returns the parameter count.
     `vision_src` is a CLIP vision model (every tower of the family gets it) or, for Video-LLaVA, a
-    Video-LLaVA checkpoint whose own video and image towers are taken."""
+    Video-LLaVA checkpoint whose own video and image towers are taken. An aligned family (Qwen3-VL) takes
+    one pretrained checkpoint whole (`vision_src` = `llm_src`), its frames at `image_size`."""
     from transformers import AutoConfig
 
     fam = fam or family("llava-next-video")
+    if fam.aligned:
+        return _copy_pretrained(vision_src, tokenizer, out, fam, image_size, (names or (vision_src,))[0])
     towers = _tower_tensors(vision_src, fam)
     vision_cfg = towers.pop("config")
     text = AutoConfig.from_pretrained(llm_src)
-    ids = tokenizer.convert_tokens_to_ids([VIDEO, IMAGE])
+    ids = fam.token_ids(tokenizer)
     if len(tokenizer) > text.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but {llm_src} only {text.vocab_size} embedding rows"
         )
-    cfg = fam.config(vision_cfg, text, *ids, num_frames)
+    cfg = fam.config(vision_cfg, text, num_frames=num_frames, **ids)
     cfg.vision_config._name_or_path, cfg.text_config._name_or_path = names or (vision_src, llm_src)
     with torch.device("meta"):
         skeleton = fam.model_class(cfg)
@@ -134,6 +131,41 @@ def assemble_to_folder(
     if set(writer.index) != expected:
         raise ValueError(
             f"assembled checkpoint does not match the model: missing {sorted(expected - set(writer.index))[:5]}"
+            f", unexpected {sorted(set(writer.index) - expected)[:5]}"
+        )
+    cfg.save_pretrained(out)
+    return sum(p.numel() for p in skeleton.parameters())
+
+
+def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: int, name: str) -> int:
+    """A pretrained video-language checkpoint as the base, streamed shard by shard (nothing fresh in it);
+    its tokens must be the tokenizer's, and its config records the frame size kocap feeds it."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(_local(src))
+    if cfg.model_type != fam.model_type:
+        raise ValueError(f"{src} is a {cfg.model_type} checkpoint, not the {fam.name} family's ({fam.model_type})")
+    ids = fam.token_ids(tokenizer)
+    ours = {"video_token_id": ids["video_id"], "vision_start_token_id": ids["start_id"]}
+    if any(getattr(cfg, k) != v for k, v in ours.items()):
+        raise ValueError(f"{src}'s media token ids differ from its tokenizer's ({ours}): a mismatched tokenizer")
+    if len(tokenizer) > cfg.text_config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {src} only {cfg.text_config.vocab_size} rows")
+    cfg.vision_config.image_size, cfg._name_or_path = image_size, name
+    with torch.device("meta"):
+        skeleton = fam.model_class(cfg)
+    expected = set(skeleton.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out)
+    for file in sorted(Path(_local(src)).glob("*.safetensors")):
+        with safe_open(file, "pt") as f:
+            for key in f.keys():
+                writer.add(key, f.get_tensor(key))
+    writer.close()
+    if set(writer.index) != expected:
+        raise ValueError(
+            f"{src} does not match {fam.model_class.__name__}: missing {sorted(expected - set(writer.index))[:5]}"
             f", unexpected {sorted(set(writer.index) - expected)[:5]}"
         )
     cfg.save_pretrained(out)
@@ -291,7 +323,8 @@ def load_qlora(base_dir: Path, lora_r: int, lora_alpha: int, prec: str = "fp32",
 
 
 def add_lora(model, lora_r: int, lora_alpha: int):
-    """LoRA on the LLM's linears (by regex: never CLIP's), the projector trainable, trainable weights in fp32."""
+    """LoRA on the LLM's linears (by regex: never the tower's), the family's projector trainable (none for
+    Qwen3-VL, whose merger stays as pretrained), trainable weights in fp32."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -299,7 +332,7 @@ def add_lora(model, lora_r: int, lora_alpha: int):
         lora_alpha=lora_alpha,
         lora_dropout=0.0,
         target_modules=LORA_TARGETS,
-        modules_to_save=["multi_modal_projector"],
+        modules_to_save=list(family_of(model.config).trained_modules) or None,
     )
     model = get_peft_model(model, lora)  # wraps the 4-bit layers load_base already set up
     train_in_fp32(model)

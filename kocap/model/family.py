@@ -24,15 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import (
-    CLIPVisionConfig,
+    CLIPVisionModel,
     LlavaNextVideoConfig,
     LlavaNextVideoForConditionalGeneration,
     PretrainedConfig,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
     VideoLlavaConfig,
     VideoLlavaForConditionalGeneration,
 )
+from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures, Qwen3VLVisionModel
 
 from .preprocess import anyres, normalize, resize_crop
+from .text import IMAGE, VIDEO
 
 POOL_STRIDE = 2
 ANYRES_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))  # LLaVA-NeXT's grids, (height, width) in tiles
@@ -47,6 +51,9 @@ class Family(ABC):
     image_tower: str  # ... and images (the same attribute where one tower serves both)
     keep_cls: bool  # video features keep the tower's CLS token
     pools: bool  # 2x2 average pool of each frame's patch grid (the model's vision_resampler)
+    aligned: bool = False  # a pretrained video-language checkpoint: stage 1 (align) is skipped
+    trained_modules: tuple[str, ...] = ("multi_modal_projector",)  # beside LoRA: trains in stage 1 and 2
+    tiny_tower_class: type = CLIPVisionModel  # the random stand-in the tiny preset pre-trains
 
     @property
     def tag(self) -> str:
@@ -57,7 +64,16 @@ class Family(ABC):
     def not_quantized(self) -> list[str]:
         """Full module paths kept out of 4-bit (short names no longer match on transformers 5)."""
         towers = sorted({f"model.{self.video_tower}", f"model.{self.image_tower}"})
-        return [*towers, "model.multi_modal_projector", "lm_head"]
+        return [*towers, *(f"model.{m}" for m in self.trained_modules), "lm_head"]
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Tokens the tokenizer must hold (added where missing)."""
+        return [VIDEO, IMAGE]
+
+    def token_ids(self, tokenizer) -> dict[str, int]:
+        """The config's token ids, from the tokenizer."""
+        return {"video_id": tokenizer.convert_tokens_to_ids(VIDEO), "image_id": tokenizer.convert_tokens_to_ids(IMAGE)}
 
     def towers(self, inner) -> list:
         return [getattr(inner, a) for a in dict.fromkeys((self.video_tower, self.image_tower))]
@@ -70,15 +86,50 @@ class Family(ABC):
     def video_tokens(self, cfg, num_frames: int) -> int:
         return num_frames * self.frame_tokens(cfg)
 
+    def feature_width(self, cfg) -> int:
+        """Width of the cached per-token features (what `video_features` returns)."""
+        return cfg.vision_config.hidden_size
+
     def frame_features(self, inner, hidden: torch.Tensor) -> torch.Tensor:
         """Per frame, the tower's hidden state at the feature layer (CLS first) -> what the projector takes."""
         if not self.keep_cls:
             hidden = hidden[:, 1:]
         return inner.vision_resampler(hidden) if self.pools else hidden
 
+    def still_features(self, inner, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, S, S, 3) single frames -> (N, tokens, feature_width), with gradients: the tiny tower's
+        pre-training reads the path the LM's features take."""
+        tower = getattr(inner, self.video_tower)
+        pixels = torch.from_numpy(normalize(frames)).to(tower.device, tower.dtype)
+        return self.frame_features(inner, layer_hidden(tower, inner.config.vision_feature_layer, pixels))
+
+    def video_features(self, inner, frames: np.ndarray, max_frames: int) -> torch.Tensor:
+        """uint8 (B, k, S, S, 3) -> (B, video_tokens, feature_width): what the feature cache stores. The tower
+        is frozen, so these never change while the projector and LoRA train."""
+        b = frames.shape[0]
+        flat = frames.reshape(-1, *frames.shape[2:])
+        parts = [self.still_features(inner, flat[i : i + max_frames]) for i in range(0, len(flat), max_frames)]
+        pooled = torch.cat(parts)
+        return pooled.reshape(b, -1, pooled.shape[-1])
+
+    def video_media(self, cfg, n_tokens: int) -> dict:
+        """How the video stands in the user turn (`text.encode`'s `media` and `media_text`): one `<video>`."""
+        return {}
+
+    def lm_inputs(self, base, ids: torch.Tensor, mask: torch.Tensor, features: torch.Tensor) -> dict:
+        """The inner model's (and generate's) keyword inputs for a batch of ids with its video features:
+        the embeddings with the projected features at the `<video>` positions."""
+        return {"inputs_embeds": project_into(base, ids, features), "attention_mask": mask}
+
+    def tiny_vision_config(self, image_size: int, patch_size: int, text) -> PretrainedConfig:
+        """The tiny preset's random tower, before its pre-training (`text`: the tiny LLM's config)."""
+        from . import build  # looked up at call time: benchmarks/learning_experiments.py swaps it
+
+        return build.tiny_vision_config(image_size, patch_size)
+
     @abstractmethod
-    def config(self, vision: CLIPVisionConfig, text, video_id: int, image_id: int, num_frames: int):
-        """The transformers config around a CLIP tower and a Qwen3 LLM (fresh projector)."""
+    def config(self, vision, text, video_id: int, image_id: int, num_frames: int, **ids):
+        """The transformers config around a vision config and a Qwen3 LLM's config (fresh projector)."""
 
     @abstractmethod
     def image_tokens(self, cfg, height: int, width: int) -> int:
@@ -89,8 +140,33 @@ class Family(ABC):
         """One uint8 (H, W, 3) image as the model's keyword inputs for its `<image>` path (batch of one)."""
 
 
+def layer_hidden(tower, layer: int, pixels: torch.Tensor) -> torch.Tensor:
+    """A CLIP tower's hidden state at `layer` (CLS first) without running the layers after it. Equal to
+    `tower(pixels, output_hidden_states=True).hidden_states[layer]` (tested)."""
+    vision = getattr(tower, "vision_model", tower)  # transformers 4 nests it
+    layers = vision.encoder.layers
+    depth = layer if layer >= 0 else len(layers) + 1 + layer
+    hidden = vision.pre_layrnorm(vision.embeddings(pixels))
+    for block in layers[:depth]:
+        hidden = block(hidden, None)
+    return hidden
+
+
+def project_into(base, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Token embeddings with the projected video features at the `<video>` positions."""
+    embeds = base.get_input_embeddings()(input_ids)
+    projector = base.model.multi_modal_projector
+    projected = projector(features.to(next(projector.parameters()).dtype)).to(embeds.dtype)
+    mask = input_ids == base.config.video_token_index
+    if int(mask.sum()) != projected.shape[0] * projected.shape[1]:
+        raise ValueError(
+            f"{int(mask.sum())} <video> tokens but {projected.shape[0] * projected.shape[1]} video features"
+        )
+    return embeds.masked_scatter(mask.unsqueeze(-1), projected.reshape(-1, projected.shape[-1]))
+
+
 class _LlavaNextVideo(Family):
-    def config(self, vision, text, video_id, image_id, num_frames):
+    def config(self, vision, text, video_id, image_id, num_frames, **ids):
         size = vision.image_size
         per_frame = (size // vision.patch_size) ** 2
         return LlavaNextVideoConfig(
@@ -129,7 +205,7 @@ class _LlavaNextVideo(Family):
 
 
 class _VideoLlava(Family):
-    def config(self, vision, text, video_id, image_id, num_frames):
+    def config(self, vision, text, video_id, image_id, num_frames, **ids):
         patches = (vision.image_size // vision.patch_size) ** 2
         return VideoLlavaConfig(
             vision_config=vision,
@@ -149,6 +225,137 @@ class _VideoLlava(Family):
 
     def image_inputs(self, image, size):
         return {"pixel_values": torch.from_numpy(normalize(resize_crop(image, size))).unsqueeze(0)}
+
+
+VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"
+TEMPORAL_PATCH = 2  # Qwen3-VL's tower embeds frames in pairs
+MERGE = 2  # and its merger joins 2x2 patches into one LLM token
+MROPE_SHARES = (24, 20, 20)  # Qwen3-VL's split of a 128-dim head's 64 rotary pairs into time, height, width
+
+
+class _Qwen3VL(Family):
+    """A pretrained video-language model (no separate projector: the tower's merger maps into the LLM, and
+    its DeepStack mergers add tower features to the LLM's first layers). What the cache stores per token is
+    the merger's output with the DeepStack features beside it, so the frozen tower never runs twice."""
+
+    @property
+    def special_tokens(self):
+        return [VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD]
+
+    def token_ids(self, tokenizer):
+        start, end, video, image = tokenizer.convert_tokens_to_ids(self.special_tokens)
+        return {"video_id": video, "image_id": image, "start_id": start, "end_id": end}
+
+    def config(self, vision, text, video_id, image_id, num_frames, start_id=None, end_id=None):
+        tie = text.tie_word_embeddings
+        if text.model_type != "qwen3_vl_text":  # a Qwen3 LLM's config (the tiny preset): M-RoPE over its head
+            half = text.head_dim // 2
+            shares = [round(half * s / sum(MROPE_SHARES)) for s in MROPE_SHARES]
+            shares[0] += half - sum(shares)
+            keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            keep += ("num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "hidden_act")
+            rope = {**text.rope_parameters, "mrope_section": shares, "mrope_interleaved": True}
+            text = {**{k: getattr(text, k) for k in keep}, "rope_parameters": rope}
+        return Qwen3VLConfig(
+            vision_config=vision,
+            text_config=text,
+            video_token_id=video_id,
+            image_token_id=image_id,
+            vision_start_token_id=start_id,
+            vision_end_token_id=end_id,
+            tie_word_embeddings=tie,
+        )
+
+    def tiny_vision_config(self, image_size, patch_size, text):
+        from transformers import Qwen3VLVisionConfig
+
+        return Qwen3VLVisionConfig(
+            depth=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_heads=4,
+            out_hidden_size=text.hidden_size,
+            patch_size=patch_size,
+            temporal_patch_size=TEMPORAL_PATCH,
+            spatial_merge_size=MERGE,
+            num_position_embeddings=(image_size // patch_size) ** 2,
+            deepstack_visual_indexes=[0],
+            image_size=image_size,
+        )
+
+    def _grid(self, cfg) -> int:
+        v = cfg.vision_config
+        return v.image_size // v.patch_size
+
+    def group_tokens(self, cfg) -> int:
+        """LLM tokens per pair of frames: the patch grid after the 2x2 merge."""
+        return self._grid(cfg) ** 2 // MERGE**2
+
+    def frame_tokens(self, cfg):
+        return self.group_tokens(cfg) // TEMPORAL_PATCH  # a pair of frames shares its tokens
+
+    def video_tokens(self, cfg, num_frames):
+        return -(-num_frames // TEMPORAL_PATCH) * self.group_tokens(cfg)
+
+    def feature_width(self, cfg):
+        return cfg.text_config.hidden_size * (1 + len(cfg.vision_config.deepstack_visual_indexes))
+
+    def _encode(self, inner, clips: np.ndarray) -> torch.Tensor:
+        """uint8 (B, k, S, S, 3) -> (B, tokens, feature_width): merger output, then each DeepStack feature."""
+        pixels, thw = qwen_patches(clips, inner.config.vision_config.patch_size)
+        out = inner.get_video_features(pixels.to(inner.visual.device), thw.to(inner.visual.device))
+        return torch.cat([torch.stack(out.pooler_output), *(torch.stack(d) for d in out.deepstack_features)], dim=-1)
+
+    def still_features(self, inner, frames):
+        return self._encode(inner, np.repeat(frames[:, None], TEMPORAL_PATCH, axis=1))  # as Qwen embeds an image
+
+    def video_features(self, inner, frames, max_frames):
+        step = max(1, max_frames // frames.shape[1])
+        return torch.cat([self._encode(inner, frames[i : i + step]) for i in range(0, len(frames), step)])
+
+    def video_media(self, cfg, n_tokens):
+        """Qwen3-VL's video text: per pair of frames a timestamp, then its tokens between vision markers.
+        kocap's frames carry no clock, so the stamps are nominal (a frame a second: 0.5 s, 2.5 s, ...)."""
+        groups = n_tokens // self.group_tokens(cfg)
+        text = "".join(
+            f"<{TEMPORAL_PATCH * g + 0.5:.1f} seconds>{VISION_START}{VIDEO_PAD}{VISION_END}" for g in range(groups)
+        )
+        return {"media": VIDEO_PAD, "media_text": text}
+
+    def lm_inputs(self, base, ids, mask, features):
+        cfg = base.config
+        width = cfg.text_config.hidden_size
+        parts = [p.to(base.model.visual.dtype) for p in features.split(width, dim=-1)]
+        side = self._grid(cfg)
+        groups = features.shape[1] // self.group_tokens(cfg)
+        encoded = BaseModelOutputWithDeepstackFeatures(
+            pooler_output=tuple(parts[0]), deepstack_features=[tuple(p) for p in parts[1:]]
+        )
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "video_grid_thw": torch.tensor([[groups, side, side]] * len(ids), device=ids.device),
+            "mm_token_type_ids": (ids == cfg.video_token_id).int() * 2,  # 2: video, for M-RoPE's positions
+            "mm_encoder_outputs": {"video": encoded},
+        }
+
+    def image_tokens(self, cfg, height, width):
+        raise ValueError(f"{self.name} has no stage-1 image path: it is aligned already (stage 1 is skipped)")
+
+    def image_inputs(self, image, size):
+        raise ValueError(f"{self.name} has no stage-1 image path: it is aligned already (stage 1 is skipped)")
+
+
+def qwen_patches(clips: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, k, S, S, 3), k even -> Qwen3-VL's flat patches (B * k/2 * (S/p)^2, 3 * 2 * p * p), mean and
+    std 0.5, in its merge order, and the (B, 3) grid (k/2, S/p, S/p): Qwen3VLVideoProcessor's layout without
+    its torchvision resize (kocap's frames are already S x S)."""
+    b, k, s = clips.shape[:3]
+    x = torch.from_numpy(np.ascontiguousarray(clips)).float().div(255).sub(0.5).div(0.5).permute(0, 1, 4, 2, 3)
+    t, g = k // TEMPORAL_PATCH, s // patch
+    x = x.reshape(b, t, TEMPORAL_PATCH, 3, g // MERGE, MERGE, patch, g // MERGE, MERGE, patch)
+    x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(b * t * g * g, 3 * TEMPORAL_PATCH * patch * patch)
+    return x, torch.tensor([[t, g, g]] * b)
 
 
 FAMILIES = {
@@ -171,6 +378,18 @@ FAMILIES = {
             "image_tower",
             keep_cls=True,
             pools=False,
+        ),
+        _Qwen3VL(
+            "qwen3-vl",
+            "qwen3_vl",
+            Qwen3VLForConditionalGeneration,
+            "visual",
+            "visual",
+            keep_cls=False,
+            pools=False,
+            aligned=True,
+            trained_modules=(),
+            tiny_tower_class=Qwen3VLVisionModel,
         ),
     )
 }

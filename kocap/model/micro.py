@@ -163,3 +163,24 @@ def build_micro(out: Path, seed: int = 0) -> dict[str, Path]:
     llm.to(torch.bfloat16).save_pretrained(out / "qwen3")  # Qwen3 ships bf16 weights
     qwen_tokenizer(out / "qwen3")
     return {"vision": out / "clip", "llm": out / "qwen3"}
+
+
+def build_micro_qwen3_vl(llm: Path, out: Path, image_size: int = 64, seed: int = 0) -> Path:
+    """A Qwen3-VL checkpoint in the production format around the micro Qwen3 LLM's config and Qwen's
+    tokenizer: a 2-block tower with 16 px patches, 2-frame temporal patches and a 2x2 merge like
+    Qwen3-VL-4B/8B (one DeepStack layer), M-RoPE, the real media token ids, bf16 weights. Random
+    weights; what it checks is the format (keys, config, ids, processor layout)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .family import family
+
+    fam = family("qwen3-vl")
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(llm)
+    text = AutoConfig.from_pretrained(llm)
+    vision = fam.tiny_vision_config(image_size, 16, text)
+    cfg = fam.config(vision, text, num_frames=8, **fam.token_ids(tokenizer))
+    out = Path(out)
+    fam.model_class(cfg).to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

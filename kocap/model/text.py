@@ -54,25 +54,23 @@ class Encoded:
 
     before: np.ndarray  # prompt ids before the media run
     media_id: int
-    media_tokens: int
+    media_tokens: int  # in all runs together
     after: np.ndarray  # prompt ids after it
     answer: np.ndarray  # the caption's ids with the end of turn: the only labelled part
+    gaps: tuple[np.ndarray, ...] = ()  # ids between runs, where a family splits the media (Qwen3-VL: per frame pair)
 
     @property
     def prompt_length(self) -> int:
-        return len(self.before) + self.media_tokens + len(self.after)
+        return len(self.before) + self.media_tokens + sum(len(g) for g in self.gaps) + len(self.after)
 
     def __len__(self) -> int:
         return self.prompt_length + len(self.answer)
 
     @property
     def input_ids(self) -> list[int]:
-        return [
-            *self.before.tolist(),
-            *[self.media_id] * self.media_tokens,
-            *self.after.tolist(),
-            *self.answer.tolist(),
-        ]
+        run = [self.media_id] * (self.media_tokens // (len(self.gaps) + 1))
+        media = run + [i for gap in self.gaps for i in [*gap.tolist(), *run]]
+        return [*self.before.tolist(), *media, *self.after.tolist(), *self.answer.tolist()]
 
     @property
     def labels(self) -> list[int]:
@@ -87,18 +85,22 @@ def encode(
     max_length: int,
     sample_id: str = "",
     media: str = VIDEO,
+    media_text: str | None = None,
 ) -> Encoded:
-    """Token ids with the one media token expanded to `media_tokens`; labels only on the answer.
+    """Token ids with the media token expanded to `media_tokens`; labels only on the answer.
 
+    `media_text` is how the media stands in the user turn (default: the `media` token alone); a family may
+    place the token several times (Qwen3-VL: once per frame pair), and the tokens are split evenly among them.
     `caption=None` encodes the generation prompt alone (inference).
     """
-    head = tokenizer(user_turn(prompt, media), add_special_tokens=False)["input_ids"]
+    head = tokenizer(user_turn(prompt, media_text or media), add_special_tokens=False)["input_ids"]
     media_id = tokenizer.convert_tokens_to_ids(media)
-    if head.count(media_id) != 1:
-        raise ValueError(f"the prompt must hold exactly one {media} token")
-    at = head.index(media_id)
+    at = [i for i, t in enumerate(head) if t == media_id]
+    if not at or media_tokens % len(at) or (media_text is None and len(at) != 1):
+        raise ValueError(f"the prompt holds {len(at)} {media} tokens, which cannot share {media_tokens} evenly")
+    gaps = tuple(_ids(head[a + 1 : b]) for a, b in zip(at, at[1:]))
     tail = tokenizer(answer(caption), add_special_tokens=False)["input_ids"] if caption is not None else []
-    enc = Encoded(_ids(head[:at]), media_id, media_tokens, _ids(head[at + 1 :]), _ids(tail))
+    enc = Encoded(_ids(head[: at[0]]), media_id, media_tokens, _ids(head[at[-1] + 1 :]), _ids(tail), gaps)
     if len(enc) > max_length:
         raise SampleTooLong(
             f"sample {sample_id!r} needs {len(enc)} tokens ({media_tokens} {media} + "
@@ -132,11 +134,16 @@ def train_tiny_tokenizer(texts: list[str], out: Path, vocab_size: int = 2000):
 
 def load_tokenizer(source: str):
     """A saved tokenizer (tiny) or Qwen's from the hub / a folder, with `<video>` and `<image>` added."""
-    from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source)
-    missing = [t for t in (VIDEO, IMAGE) if t not in tok.get_vocab()]
+    return add_tokens(AutoTokenizer.from_pretrained(source), [VIDEO, IMAGE])
+
+
+def add_tokens(tok, tokens: list[str]):
+    """`tok` with those of `tokens` it lacks added as special tokens (a family's media markers)."""
+    from tokenizers import AddedToken
+
+    missing = [t for t in tokens if t not in tok.get_vocab()]
     if missing:  # add_tokens: the special-tokens keywords changed between transformers 4 and 5
         tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     return tok

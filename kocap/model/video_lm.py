@@ -21,10 +21,9 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-from .family import family_of
-from .preprocess import normalize
+from .family import family_of, layer_hidden, project_into  # noqa: F401 (layer_hidden re-exported)
 from .runtime import model_device
 from .text import IGNORE, IM_END, encode
 
@@ -38,45 +37,22 @@ def base_model(model):
 
 @torch.no_grad()
 def pooled_features(model, frames: np.ndarray, max_frames: int = MAX_TOWER_FRAMES) -> torch.Tensor:
-    """uint8 (B, k, S, S, 3) -> (B, k * tokens_per_frame, vision_width): the video tower at layer -2, then
-    the family's per-frame reduction (LLaVA-NeXT-Video: CLS dropped, 2x2 pooled; Video-LLaVA: all 257 kept)."""
+    """uint8 (B, k, S, S, 3) -> (B, video_tokens, width): the frozen tower's features as the family caches
+    them (LLaVA-NeXT-Video: layer -2, CLS dropped, 2x2 pooled; Video-LLaVA: all 257 kept; Qwen3-VL: its
+    merger's output and DeepStack features), at most `max_frames` frames per tower pass."""
     inner = base_model(model).model
-    fam = family_of(inner.config)
-    b, k = frames.shape[:2]
-    flat = frames.reshape(b * k, *frames.shape[2:])
-    tower = getattr(inner, fam.video_tower)
-    parts = []
-    for i in range(0, len(flat), max_frames):
-        pixels = torch.from_numpy(normalize(flat[i : i + max_frames])).to(tower.device, tower.dtype)
-        parts.append(fam.frame_features(inner, layer_hidden(tower, inner.config.vision_feature_layer, pixels)))
-    pooled = torch.cat(parts)
-    return pooled.reshape(b, -1, pooled.shape[-1])
-
-
-def layer_hidden(tower, layer: int, pixels: torch.Tensor) -> torch.Tensor:
-    """A CLIP tower's hidden state at `layer` (CLS first) without running the layers after it. Equal to
-    `tower(pixels, output_hidden_states=True).hidden_states[layer]` (tested)."""
-    vision = getattr(tower, "vision_model", tower)  # transformers 4 nests it
-    layers = vision.encoder.layers
-    depth = layer if layer >= 0 else len(layers) + 1 + layer
-    hidden = vision.pre_layrnorm(vision.embeddings(pixels))
-    for block in layers[:depth]:
-        hidden = block(hidden, None)
-    return hidden
+    return family_of(inner.config).video_features(inner, frames, max_frames)
 
 
 def embed(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Token embeddings with the projected video features at the `<video>` positions."""
+    return project_into(base_model(model), input_ids, features)
+
+
+def video_media(model, n_tokens: int) -> dict:
+    """`text.encode`'s media arguments for a clip of `n_tokens` video tokens in this model's family."""
     base = base_model(model)
-    embeds = base.get_input_embeddings()(input_ids)
-    projector = base.model.multi_modal_projector
-    projected = projector(features.to(next(projector.parameters()).dtype)).to(embeds.dtype)
-    mask = input_ids == base.config.video_token_index
-    if int(mask.sum()) != projected.shape[0] * projected.shape[1]:
-        raise ValueError(
-            f"{int(mask.sum())} <video> tokens but {projected.shape[0] * projected.shape[1]} video features"
-        )
-    return embeds.masked_scatter(mask.unsqueeze(-1), projected.reshape(-1, projected.shape[-1]))
+    return family_of(base.config).video_media(base.config, n_tokens)
 
 
 def collate(encoded: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,11 +74,15 @@ def loss(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[tor
 
 
 def _model_inputs(model, encoded: list, features: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, dict]:
-    """(labels, LM inputs) of a batch on the model's device: the embeddings with the video features placed."""
+    """(labels, LM inputs) of a batch on the model's device: the family's inputs with the video features placed."""
     ids, mask, labels = collate(encoded, pad_id)
-    device = model_device(model)
-    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    return labels, {"inputs_embeds": embed(model, ids, features.to(device)), "attention_mask": mask}
+    return labels.to(model_device(model)), lm_inputs(model, ids, mask, features)
+
+
+def lm_inputs(model, ids: torch.Tensor, mask: torch.Tensor, features: torch.Tensor) -> dict:
+    """The family's keyword inputs (inner model and generate) for ids with their clips' video features."""
+    base, device = base_model(model), model_device(model)
+    return family_of(base.config).lm_inputs(base, ids.to(device), mask.to(device), features.to(device))
 
 
 def answer_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
@@ -177,17 +157,19 @@ def generate(
     """Captions for a batch of pooled features, prompted exactly as in training (left-padded), and for
     each whether the `max_new_tokens` budget cut it (no end-of-turn token)."""
     n_tokens = features.shape[1]
-    device = model_device(model)
-    head = encode(tokenizer, prompt, None, n_tokens, max_length).input_ids
-    ids = torch.tensor([head] * features.shape[0], device=device)
-    mask = torch.ones_like(ids)
+    head = encode(tokenizer, prompt, None, n_tokens, max_length, **video_media(model, n_tokens)).input_ids
+    ids = torch.tensor([head] * features.shape[0])
+    inputs = lm_inputs(model, ids, torch.ones_like(ids), features)
     base = base_model(model)
     end = tokenizer.convert_tokens_to_ids(IM_END)
+    guards = [_FiniteLogits()]
+    if "input_ids" in inputs:  # the prompt's ids reach the logits processors: the guard must skip them
+        guards.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=ids.shape[1]))
+        repetition_penalty = None
     with _SAMPLING:  # the seed is global: threads generating at once would draw from each other's stream
         torch.manual_seed(seed)
         out = base.generate(
-            inputs_embeds=embed(model, ids, features.to(device)),
-            attention_mask=mask,
+            **inputs,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
@@ -196,7 +178,9 @@ def generate(
             repetition_penalty=repetition_penalty,
             eos_token_id=end,
             pad_token_id=tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([_FiniteLogits()]),
+            logits_processor=LogitsProcessorList(guards),
         )
+    if "input_ids" in inputs:  # given ids (not embeddings), generate returns the prompt too
+        out = out[:, ids.shape[1] :]
     texts = [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]
     return texts, [end not in seq.tolist() for seq in out]

@@ -208,6 +208,12 @@ def serving_requirements() -> list[str] | None:
     return pinned
 
 
+def stage1_tag(cfg: Config) -> str:
+    if family(cfg.model.chosen.family).aligned:
+        return f"skipped: {cfg.model.chosen.family} is pretrained as a video-language model"
+    return "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)"
+
+
 def complete(client, cfg: Config, root: Path, version, metrics: dict, validation: dict, hashes: dict) -> None:
     """Tags, lineage, the challenger alias, the gate's decision, then `complete`: each step idempotent."""
     name, number = cfg.registry.model_name, version.version
@@ -219,7 +225,7 @@ def complete(client, cfg: Config, root: Path, version, metrics: dict, validation
         "metric.primary": str(metrics["primary"]),
         "run_id": run_id,
         "base.md5": hashes[paths.BASE],
-        "stage1": "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)",
+        "stage1": stage1_tag(cfg),
         "stage2": stage2_tag(cfg, root),
         "prefer": prefer_tag(cfg, root),
         "family": family(cfg.model.chosen.family).tag,

@@ -24,7 +24,7 @@ from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_base, ready_to_train
-from ..model.family import Family, family_of
+from ..model.family import Family, family, family_of
 from ..model.features import FeatureStore
 from ..model.presets import image_tokens
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
@@ -41,6 +41,10 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.stage1
     if not s.enabled:
         return skip(root)
+    if family(cfg.model.chosen.family).aligned:
+        return skip(
+            root, f"the {cfg.model.chosen.family} family is pretrained as a video-language model: nothing to align"
+        )
     dev = runtime.device()
     prec = runtime.precision(s.precision, dev)
     tokenizer = load_tokenizer(str(root / paths.BASE))
@@ -95,16 +99,16 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     return report
 
 
-def skip(root: Path) -> dict:
-    """Stage 1 switched off (`stage1.enabled: false`): no aligned projector, so stage 2 starts from the
-    assembled one; the outputs say so (and the registered version's `stage1` tag)."""
+def skip(root: Path, reason: str = "stage1.enabled is false: stage 2 starts from the assembled projector") -> dict:
+    """Stage 1 switched off (`stage1.enabled: false`) or not needed (an aligned family): no aligned projector,
+    so stage 2 starts from the assembled one; the outputs say so (and the registered version's `stage1` tag)."""
     import shutil
 
     from .tracking import loss_plot
 
     shutil.rmtree(root / paths.ALIGN, ignore_errors=True)
     (root / paths.ALIGN).mkdir(parents=True)
-    report = {"skipped": True, "reason": "stage1.enabled is false: stage 2 starts from the assembled projector"}
+    report = {"skipped": True, "reason": reason}
     write_json(root / paths.ALIGN / "stage1.json", report)
     loss_plot([], root / paths.ALIGN_PLOT, "align: stage 1 skipped")
     write_json(root / paths.ALIGN_REPORT, report)

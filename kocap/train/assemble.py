@@ -20,19 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionModel, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 
 from .. import paths
 from ..config import Config
 from ..data.rows import open_frames, split_rows
 from ..io import write_json
-from ..model.build import assemble, assemble_to_folder, tiny_text_config, tiny_vision_config
+from ..model.build import assemble, assemble_to_folder, tiny_text_config
 from ..model.family import family, family_of
-from ..model.preprocess import normalize
 from ..model.presets import source
 from ..model.sources import ensure_sources
-from ..model.text import answer, load_tokenizer, train_tiny_tokenizer, user_turn
-from ..model.video_lm import layer_hidden
+from ..model.text import add_tokens, answer, load_tokenizer, train_tiny_tokenizer, user_turn
 from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)
@@ -46,11 +44,15 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     lm_loss = tower_loss = None
     if preset.llm == "tiny":
         texts = corpus(root)
-        tokenizer = train_tiny_tokenizer(
-            texts + [user_turn(cfg.model.prompt)], out / "tokenizer", cfg.model.tiny_lm.vocab_size
+        tokenizer = add_tokens(
+            train_tiny_tokenizer(
+                texts + [user_turn(cfg.model.prompt)], out / "tokenizer", cfg.model.tiny_lm.vocab_size
+            ),
+            fam.special_tokens,
         )
         torch.manual_seed(cfg.model.tiny_lm.seed)
-        vision = CLIPVisionModel(tiny_vision_config(preset.image_size, preset.patch_size))  # random, frozen
+        text = tiny_text_config(len(tokenizer))
+        vision = fam.tiny_tower_class(fam.tiny_vision_config(preset.image_size, preset.patch_size, text))  # random
         llm, lm_loss = pretrain_tiny_lm(tokenizer, texts, cfg)
         model = assemble(vision, llm, tokenizer, cfg.frames.num_frames, fam)
         tower_loss = pretrain_tiny_tower(model, split_rows(root, "train"), tokenizer, root, cfg)
@@ -67,6 +69,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             out,
             names=(preset.vision, preset.llm),
             fam=fam,
+            image_size=preset.image_size,
         )
     tokenizer.save_pretrained(out)
     report = {
@@ -136,12 +139,13 @@ def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: C
     inner = model.model
     fam = family_of(inner.config)
     tower = getattr(inner, fam.video_tower)
+    features_width = fam.feature_width(inner.config)
     targets = torch.zeros(len(rows), len(tokenizer))
     for i, caption in enumerate(rows["caption_ko"]):
         targets[i, sorted(set(tokenizer(caption, add_special_tokens=False)["input_ids"]))] = 1
     varying = (targets.mean(0) > 0) & (targets.mean(0) < 1)  # a word every caption uses tells nothing
     targets = targets[:, varying]
-    head = torch.nn.Linear(tower.config.hidden_size, targets.shape[1])
+    head = torch.nn.Linear(features_width, targets.shape[1])
     tower.requires_grad_(True)
     params = [*tower.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=p.lr)
@@ -150,8 +154,7 @@ def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: C
     for _ in range(p.pretrain_steps):
         clips = rng.choice(len(rows), size=min(p.batch_size, len(rows)), replace=False)
         frames = np.stack([open_frames(root, rows.iloc[c])[rng.integers(cfg.frames.num_frames)] for c in clips])
-        hidden = layer_hidden(tower, inner.config.vision_feature_layer, torch.from_numpy(normalize(frames)))
-        pooled = fam.frame_features(inner, hidden)
+        pooled = fam.still_features(inner, frames)
         loss = F.binary_cross_entropy_with_logits(head(pooled.mean(1)), targets[clips])
         loss.backward()
         opt.step()

@@ -40,7 +40,7 @@ from ..io import write_json, write_parquet
 from ..model import runtime
 from ..model.features import FeatureStore
 from ..model.text import SampleTooLong, encode, load_tokenizer
-from ..model.video_lm import generate, sequence_logprobs
+from ..model.video_lm import generate, sequence_logprobs, video_media
 from ..sample.facts import read_facts
 from .loop import plan, run_params, run_signature, weight_files
 
@@ -222,10 +222,12 @@ def load_stage2(root: Path, prec: str, dev: str):
     from peft import PeftModel
 
     from ..model.build import load_base, ready_to_train
+    from ..model.family import family_of
 
     model = PeftModel.from_pretrained(load_base(root / paths.BASE, prec, dev), root / paths.ADAPTER, is_trainable=True)
+    kept = [f".{m}." for m in family_of(model.config).trained_modules]
     for name, p in model.named_parameters():
-        if ".multi_modal_projector." in name:
+        if any(k in name for k in kept):
             p.requires_grad_(False)
     return ready_to_train(model, dev)
 
@@ -264,7 +266,7 @@ def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.
             if pair:
                 out.append(pair)
     pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:6])
-    pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1])
+    pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1], model)
     ref_chosen, ref_rejected = reference_logprobs(model, tokenizer, store, cfg, pairs, rows)
     log.info("%d preference pairs from %d clips (%d too long dropped)", len(pairs), len(rows), dropped)
     return pairs.assign(ref_chosen=ref_chosen, ref_rejected=ref_rejected)
@@ -316,13 +318,13 @@ def _shard_key(stamps: list, cfg: Config, shard: pd.DataFrame, start: int, budge
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _encodable(pairs: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int) -> tuple[pd.DataFrame, int]:
+def _encodable(pairs: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int, model) -> tuple[pd.DataFrame, int]:
     """Pairs whose both sides fit model.max_length (a sampled caption is never truncated either)."""
-    keep = []
+    keep, media = [], video_media(model, media_tokens)
     for i, row in pairs.iterrows():
         try:
             for text in (row.chosen, row.rejected):
-                encode(tokenizer, cfg.model.prompt, text, media_tokens, cfg.model.max_length, row.sample_id)
+                encode(tokenizer, cfg.model.prompt, text, media_tokens, cfg.model.max_length, row.sample_id, **media)
             keep.append(i)
         except SampleTooLong:
             continue
@@ -333,8 +335,9 @@ def pair_logprobs(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows
     """Sequence log-probabilities of the chosen and of the rejected captions of `take`, in one forward pass
     (each clip's features twice), and the tokens that pass saw."""
     features = store.get(rows.loc[take.sample_id])
-    n = features.shape[1]
-    encoded = [encode(tokenizer, cfg.model.prompt, t, n, cfg.model.max_length) for t in [*take.chosen, *take.rejected]]
+    n, media = features.shape[1], video_media(model, features.shape[1])
+    texts = [*take.chosen, *take.rejected]
+    encoded = [encode(tokenizer, cfg.model.prompt, t, n, cfg.model.max_length, **media) for t in texts]
     logp = sequence_logprobs(model, encoded, torch.cat([features, features]), tokenizer.pad_token_id)
     return logp[: len(take)], logp[len(take) :], sum(len(e) for e in encoded)
 

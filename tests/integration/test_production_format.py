@@ -20,10 +20,10 @@ from kocap.model import runtime
 from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
 from kocap.model.captioner import generation_budget
 from kocap.model.family import family
-from kocap.model.micro import build_micro
+from kocap.model.micro import build_micro, build_micro_qwen3_vl
 from kocap.model.presets import video_tokens
 from kocap.model.text import encode, load_tokenizer
-from kocap.model.video_lm import generate, loss, pooled_features
+from kocap.model.video_lm import generate, loss, pooled_features, video_media
 from kocap.train.loop import LoopSpec, run_loop
 
 from .projects import make_project, sh
@@ -49,6 +49,23 @@ def base(micro, tmp_path_factory) -> Path:
 def video_llava_base(micro, tmp_path_factory) -> Path:
     """The Video-LLaVA family around the micro pair: both towers from the micro CLIP, Qwen's tokenizer."""
     return _micro_base(micro, tmp_path_factory.mktemp("video-llava-base"), family("video-llava"))
+
+
+@pytest.fixture(scope="module")
+def qwen3_vl_checkpoint(micro, tmp_path_factory) -> Path:
+    """A Qwen3-VL checkpoint in the production format (around the micro LLM, Qwen's tokenizer)."""
+    return build_micro_qwen3_vl(micro["llm"], tmp_path_factory.mktemp("qwen3-vl"))
+
+
+@pytest.fixture(scope="module")
+def qwen3_vl_base(qwen3_vl_checkpoint, tmp_path_factory) -> Path:
+    """That checkpoint taken whole as the base."""
+    checkpoint = qwen3_vl_checkpoint
+    out = tmp_path_factory.mktemp("qwen3-vl-base")
+    tokenizer = load_tokenizer(str(checkpoint))
+    assemble_to_folder(str(checkpoint), str(checkpoint), tokenizer, 8, out, fam=family("qwen3-vl"), image_size=64)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def _micro_base(micro, out: Path, fam=None) -> Path:
@@ -90,8 +107,8 @@ def test_streamed_assembly_equals_assembling_in_memory(micro, base):
     assert json.loads((base / "model.safetensors.index.json").read_text())["weight_map"]
 
 
-def _encoded(tok, media_tokens):
-    return [encode(tok, PROMPT, c, media_tokens, 2048, f"s{i}") for i, c in enumerate(CAPTIONS)]
+def _encoded(tok, media_tokens, media):
+    return [encode(tok, PROMPT, c, media_tokens, 2048, f"s{i}", **media) for i, c in enumerate(CAPTIONS)]
 
 
 @pytest.mark.parametrize("prec, storage", [("bf16", "bf16"), ("bf16", "fp32"), ("fp16", "fp16"), ("fp16", "fp32")])
@@ -115,7 +132,30 @@ def test_the_video_llava_family_steps_and_generates_in_fp16_with_qwens_tokenizer
     assert video_tokens(inner.config, 8) == 8 * ((56 // 14) ** 2 + 1)
 
 
-def _half_precision_steps_and_generation(base: Path, tmp_path: Path, prec: str, storage: str):
+def test_the_qwen3_vl_family_steps_and_generates_in_fp16_with_qwens_tokenizer(
+    qwen3_vl_checkpoint, qwen3_vl_base, tmp_path
+):
+    """The third family on the T4's path: a Qwen3-VL checkpoint copied whole (no fresh weights), its
+    frames as Qwen3VLVideoProcessor lays them out (4 tokens per pair of 64 px frames: 16 per clip), the
+    real media ids, per-pair timestamps in the prompt, and QLoRA on the LLM alone."""
+    import bitsandbytes as bnb
+    from transformers import Qwen3VLForConditionalGeneration
+
+    tok = load_tokenizer(str(qwen3_vl_base))
+    media = tok.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|video_pad|>"])
+    assert media == [151652, 151653, 151656]  # Qwen3-VL's config ids
+    source = Qwen3VLForConditionalGeneration.from_pretrained(qwen3_vl_checkpoint)
+    model = _half_precision_steps_and_generation(qwen3_vl_base, tmp_path, "fp16", "fp16", size=64)
+    inner = model.get_base_model().model
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in inner.visual.modules())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)  # the merger stays
+    assert video_tokens(inner.config, 8) == 4 * (64 // 16 // 2) ** 2
+    visual = source.model.visual.state_dict()
+    assert all(torch.equal(visual[k].to(v.dtype), v) for k, v in inner.visual.state_dict().items())
+
+
+def _half_precision_steps_and_generation(base: Path, tmp_path: Path, prec: str, storage: str, size: int = 56):
     torch.manual_seed(0)
     model = load_qlora(base, lora_r=4, lora_alpha=8, prec=storage, device="cpu")
     assert model.get_input_embeddings().weight.dtype == runtime.dtype(storage)  # stored in the compute dtype ...
@@ -123,10 +163,10 @@ def _half_precision_steps_and_generation(base: Path, tmp_path: Path, prec: str, 
     assert trainable and all(p.dtype == torch.float32 for p in trainable.values())  # ... what trains in fp32
     before = {n: p.detach().clone() for n, p in trainable.items()}
     tok = load_tokenizer(str(base))
-    frames = np.random.default_rng(0).integers(0, 255, (2, 8, 56, 56, 3), dtype=np.uint8)
+    frames = np.random.default_rng(0).integers(0, 255, (2, 8, size, size, 3), dtype=np.uint8)
     with runtime.autocast(prec, "cpu"):
         feats = pooled_features(model, frames)
-    encoded = _encoded(tok, feats.shape[1])
+    encoded = _encoded(tok, feats.shape[1], video_media(model, feats.shape[1]))
     spec = LoopSpec(
         steps=2,
         lr=1e-2,
