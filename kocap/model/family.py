@@ -35,7 +35,7 @@ from transformers import (
 )
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures, Qwen3VLVisionModel
 
-from .preprocess import anyres, normalize, resize_crop
+from .preprocess import CLIP_MEAN, CLIP_STD, anyres, normalize, resize_crop
 from .text import IMAGE, VIDEO
 
 POOL_STRIDE = 2
@@ -120,6 +120,18 @@ class Family(ABC):
         """The inner model's (and generate's) keyword inputs for a batch of ids with its video features:
         the embeddings with the projected features at the `<video>` positions."""
         return {"inputs_embeds": project_into(base, ids, features), "attention_mask": mask}
+
+    pixel_mean_std = (tuple(CLIP_MEAN.tolist()), tuple(CLIP_STD.tolist()))  # how frames are normalized
+
+    def plain_code(self, cfg, num_frames: int) -> str:
+        """Plain-transformers lines for an exported model's README: from `pixels` (k, 3, S, S normalized, by
+        the saved image processor) and the templated `prompt`, the expanded `prompt` and the `media` inputs
+        of `generate` (`ids`, the prompt's ids, exist when `media` is used)."""
+        n = self.video_tokens(cfg, num_frames)
+        return (
+            f'prompt = prompt.replace("<video>", "<video>" * {n})  # {n} video tokens per clip\n'
+            'media = lambda ids: {"pixel_values_videos": pixels[None]}'
+        )
 
     def tiny_vision_config(self, image_size: int, patch_size: int, text) -> PretrainedConfig:
         """The tiny preset's random tower, before its pre-training (`text`: the tiny LLM's config)."""
@@ -239,6 +251,10 @@ class _Qwen3VL(Family):
     the merger's output with the DeepStack features beside it, so the frozen tower never runs twice."""
 
     @property
+    def tag(self):
+        return self.name  # its LLM is a Qwen3 already
+
+    @property
     def special_tokens(self):
         return [VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD]
 
@@ -338,6 +354,27 @@ class _Qwen3VL(Family):
             "mm_token_type_ids": (ids == cfg.video_token_id).int() * 2,  # 2: video, for M-RoPE's positions
             "mm_encoder_outputs": {"video": encoded},
         }
+
+    pixel_mean_std = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    def plain_code(self, cfg, num_frames):
+        """Qwen3VLVideoProcessor's patch layout (that processor needs torchvision, which kocap never installs)
+        and `video_media`'s text, as plain lines."""
+        v = cfg.vision_config
+        pairs, side, per_pair = -(-num_frames // TEMPORAL_PATCH), self._grid(cfg), self.group_tokens(cfg)
+        return (
+            f"# Qwen3-VL's video patches: frame pairs, {v.patch_size} px patches in 2x2 merge order "
+            f"({per_pair} tokens per pair)\n"
+            f"t, g, p = {pairs}, {side}, {v.patch_size}\n"
+            "patches = pixels.reshape(t, 2, 3, g // 2, 2, p, g // 2, 2, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)\n"
+            f'stamped = "<{{:.1f}} seconds>{VISION_START}" + "{VIDEO_PAD}" * {per_pair} + "{VISION_END}"  # 1 s/frame\n'
+            'prompt = prompt.replace("<video>", "".join(stamped.format(2 * i + 0.5) for i in range(t)))\n'
+            "media = lambda ids: {\n"
+            '    "pixel_values_videos": patches.reshape(t * g * g, -1),\n'
+            '    "video_grid_thw": torch.tensor([[t, g, g]]),\n'
+            f'    "mm_token_type_ids": (ids == {cfg.video_token_id}).int() * 2,  # M-RoPE: which tokens are video\n'
+            "}"
+        )
 
     def image_tokens(self, cfg, height, width):
         raise ValueError(f"{self.name} has no stage-1 image path: it is aligned already (stage 1 is skipped)")

@@ -3,11 +3,12 @@
     kocap export models:/kocap@champion exported/
 
 The folder holds the model with the adapter merged (`AutoModelForImageTextToText`: the version's family,
-LLaVA-NeXT-Video or Video-LLaVA),
-the tokenizer with kocap's chat template, the frame preprocessor (`AutoImageProcessor`: CLIP's, the
-torchvision-free variant), a generation config with the version's decoding, and `kocap.json`: how many
-frames to take and where, the prompt, and the repetition guard. Its README shows the plain-transformers
-code that gives the same caption as `kocap caption` (a test checks it does).
+LLaVA-NeXT-Video, Video-LLaVA or Qwen3-VL), the tokenizer with kocap's chat template, the frame
+preprocessor (`AutoImageProcessor`: CLIP's torchvision-free variant, resizing and normalizing as the
+family does; Qwen3-VL's patch layout is written out in the README, its processor needing torchvision), a
+generation config with the version's decoding, and `kocap.json`: how many frames to take and where, the
+prompt, and the repetition guard. Its README shows the plain-transformers code that gives the
+same caption as `kocap caption` (a test checks it does).
 
 The LLM's weights are the 4-bit nf4 weights the version was trained and served with, dequantized, with
 LoRA merged into them: the same function, in full precision linears.
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from ..config import Config
 from ..data.video import sample_indices
-from ..model.preprocess import CLIP_MEAN, CLIP_STD
 from ..model.presets import video_tokens
 from ..model.text import CHAT_TEMPLATE, IM_END, load_tokenizer
 
@@ -37,14 +37,14 @@ tokenizer, frames_to_pixels = AutoTokenizer.from_pretrained(folder), AutoImagePr
 with av.open("clip.mp4") as f:
     frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
 picks = np.linspace(0, len(frames) - 1, {num_frames}).round().astype(int)  # kocap's sample_indices
-pixels = frames_to_pixels([frames[i] for i in picks], return_tensors="pt")["pixel_values"][None]
+pixels = frames_to_pixels([frames[i] for i in picks], return_tensors="pt")["pixel_values"]
 messages = [{{"role": "user", "content": [{{"type": "video"}}, {{"type": "text", "text": "{prompt}"}}]}}]
 prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-prompt = prompt.replace("<video>", "<video>" * {video_tokens})  # {video_tokens} video tokens per clip
+{family_code}
 ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 # kocap's repetition guard counts the new tokens only
 guard = RepetitionPenaltyLogitsProcessor({repetition_penalty}, prompt_ignore_length=ids.shape[1])
-out = model.generate(input_ids=ids, pixel_values_videos=pixels, logits_processor=[guard])
+out = model.generate(input_ids=ids, **media(ids), logits_processor=[guard])
 print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
 ```
 """
@@ -56,6 +56,7 @@ def export_plain(base_dir: Path, adapter_dir: Path, cfg: Config, out: Path, orig
     from transformers import CLIPImageProcessorPil, GenerationConfig
 
     from ..model.build import load_base
+    from ..model.family import family_of
 
     base = load_base(base_dir, "fp32", "cpu").dequantize()  # nf4 -> the same weights in plain linears
     model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
@@ -72,11 +73,10 @@ def export_plain(base_dir: Path, adapter_dir: Path, cfg: Config, out: Path, orig
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    fam = family_of(model.config)
+    mean, std = fam.pixel_mean_std
     CLIPImageProcessorPil(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        image_mean=CLIP_MEAN.tolist(),
-        image_std=CLIP_STD.tolist(),
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=mean, image_std=std
     ).save_pretrained(out)
     recipe = {
         "origin": origin,
@@ -89,7 +89,9 @@ def export_plain(base_dir: Path, adapter_dir: Path, cfg: Config, out: Path, orig
         "repetition_penalty_counts": "generated tokens only (prompt_ignore_length = the prompt's length)",
     }
     (out / "kocap.json").write_text(json.dumps(recipe, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out / "README.md").write_text(USAGE.format(name=origin or "exported", folder=out, **recipe), encoding="utf-8")
+    code = fam.plain_code(model.config, cfg.frames.num_frames).replace("{", "{{").replace("}", "}}")
+    usage = USAGE.replace("{family_code}", code)
+    (out / "README.md").write_text(usage.format(name=origin or "exported", folder=out, **recipe), encoding="utf-8")
     return recipe
 
 

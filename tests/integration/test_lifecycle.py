@@ -411,6 +411,32 @@ def test_a_second_family_runs_the_lifecycle_and_is_compared_beside_the_first(pro
     assert config["model_type"] == "video_llava" and "quantization_config" not in config
 
 
+def test_an_aligned_family_skips_stage_1_and_is_compared_beside_the_others(project, tmp_path):
+    """`model.preset=tiny-qwen3-vl`: a Qwen3-VL model (frame pairs, 2x2 merge, DeepStack, M-RoPE) taken as
+    pretrained: stage 1 is skipped and says why, in the outputs and the version's lineage; stage 2 trains
+    LoRA on its LLM alone; `kocap compare` shows it beside the other families, and its export (Qwen's patch
+    layout written out, no torchvision) captions as kocap does."""
+    summary, _ = _kocap(project, "model.preset=tiny-qwen3-vl", "stage2.enabled=true")
+    assert all(summary[s]["ran"] is True for s in ("assemble", "finetune", "evaluate", "register"))
+    align = json.loads((project / "reports/align.json").read_text(encoding="utf-8"))
+    assert align["skipped"] is True and "qwen3-vl family is pretrained" in align["reason"]
+    assert json.loads((project / "models/base/config.json").read_text(encoding="utf-8"))["model_type"] == "qwen3_vl"
+    client = _mlflow(project)
+    latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
+    assert latest.tags["family"] == "qwen3-vl" and latest.tags["stage1"].startswith("skipped: qwen3-vl")
+    assert "qwen3-vl (preset tiny-qwen3-vl), 64 video tokens per clip" in (project / "reports/eval.html").read_text(
+        encoding="utf-8"
+    )
+    assert json.loads(_dvc(project, "status", "--json").stdout) == {}
+    _sh([sys.executable, "-m", "kocap.cli", "compare"], project)
+    rows = json.loads((project / "reports/compare.json").read_text(encoding="utf-8"))["versions"]
+    tokens = {r["family"]: r["video_tokens"] for r in rows}
+    assert tokens["qwen3-vl"] == 4 * 16  # beside the versions of the earlier tests' families
+    assert set(tokens) <= {"llava-next-video+qwen3", "video-llava+qwen3", "qwen3-vl"}
+    config = _export_and_caption_plainly(project, tmp_path, int(latest.version))
+    assert config["model_type"] == "qwen3_vl" and "quantization_config" not in config
+
+
 def test_the_key_can_come_from_a_prefect_secret_block(tmp_path):
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
