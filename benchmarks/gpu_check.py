@@ -7,11 +7,12 @@ CUDA context sits outside the cap), in minutes, offline.
 1. The real stage code on the micro preset (Qwen's real tokenizer, `kocap.model.micro`): assemble,
    align (stage 1), finetune (stage 2), evaluation's captioning and `Captioner` on a batch of frames,
    on a synthetic project (frames written directly: no video decoder is needed), MLflow off.
-2. The qwen3-8b and qwen3-4b architectures with random weights drawn on the GPU (nothing is
-   downloaded), loaded as `load_qlora` loads them (4-bit LLM, fp16 tower/embeddings/head, LoRA +
-   projector in fp32): stage-2 peak memory and samples/s in fp16 with loss scaling through kocap's
-   loss and loop (batch = the preset's, 8 frames, a ~420-token caption: ~1,600 tokens); stage-1 peak
-   with one 1024x768 image through AnyRes; evaluation tokens/s at the preset's eval batch.
+2. The production architectures (qwen3-8b, qwen3-4b, video-llava-qwen3-8b, qwen3-vl-8b, qwen3-vl-4b)
+   with random weights drawn on the GPU (nothing is downloaded), loaded as `load_qlora` loads them
+   (4-bit LLM, fp16 tower/embeddings/head, LoRA + projector in fp32): stage-2 peak memory and samples/s
+   in fp16 with loss scaling through kocap's loss and loop (batch = the preset's, 8 frames, a ~420-token
+   caption: ~1,600 tokens with 1,152 video tokens); stage-1 peak with one 1024x768 image through the
+   family's image path (none for Qwen3-VL); the DPO step; evaluation tokens/s at the preset's eval batch.
 3. assemble's host RAM for the 8B shapes: a random qwen3-8b-shaped checkpoint is written to disk and
    streamed into a LLaVA checkpoint in a subprocess; its peak RSS is reported.
 
@@ -26,6 +27,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -153,11 +155,13 @@ def random_base(llm: str, dev: str, prec: str, smoke: bool, family_name: str = "
     from kocap.model.presets import production_config
 
     vocab, fam = 151936, family(family_name)
-    cfg = (
-        fam.config(tiny_vision_config(64, 8), tiny_text_config(4096), 4094, 4095, 8)
-        if smoke
-        else production_config(llm, 151669, 151670, vocab_size=vocab, family_name=family_name)
-    )
+    if smoke:
+        text = tiny_text_config(4096)
+        vision = fam.tiny_vision_config(64, 8, text) if fam.aligned else tiny_vision_config(64, 8)
+        cfg = fam.config(vision, text, 4094, 4095, 8, start_id=4092, end_id=4093)
+    else:  # <video>/<image> appended to Qwen's tokenizer, or Qwen3-VL's own <|video_pad|>/<|image_pad|>
+        ids = (151656, 151655) if fam.aligned else (151669, 151670)
+        cfg = production_config(llm, *ids, vocab_size=vocab, family_name=family_name)
     dt = runtime.dtype(prec)
     with torch.device("meta"):
         model = fam.model_class(cfg)
@@ -203,8 +207,8 @@ def _materialise_buffers(model, cfg, dev: str) -> None:
 
     twin_cfg = copy.deepcopy(cfg)
     twin_cfg.text_config.num_hidden_layers = twin_cfg.vision_config.num_hidden_layers = 1
+    twin_cfg.vision_config.depth, twin_cfg.vision_config.deepstack_visual_indexes = 1, [0]  # Qwen3-VL's tower
     twin_cfg.text_config.vocab_size = 1024
-    twin_cfg.video_token_index, twin_cfg.image_token_index = 1022, 1023
     buffers = dict(family_of(cfg).model_class(twin_cfg).named_buffers())
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
@@ -217,15 +221,20 @@ class _Tok:
     ~20 tokens and 1 token per 1.4 characters of caption, as Qwen's BPE gives on Korean."""
 
     def __init__(self, cfg):
-        vocab = cfg.text_config.vocab_size
-        self.start, self.pad_token_id = vocab - 8, vocab - 7
-        self.media = {"<video>": cfg.video_token_index, "<image>": cfg.image_token_index, "<|im_end|>": vocab - 6}
+        vocab, video, image = cfg.text_config.vocab_size, cfg.video_token_id, cfg.image_token_id
+        self.pad_token_id = vocab - 7
+        self.media = {"<|im_start|>": vocab - 8, "<|im_end|>": vocab - 6, "<video>": video, "<image>": image}
+        self.media |= {"<|video_pad|>": video, "<|image_pad|>": image}
+        self.media |= {"<|vision_start|>": getattr(cfg, "vision_start_token_id", None) or vocab - 5}
+        self.media |= {"<|vision_end|>": getattr(cfg, "vision_end_token_id", None) or vocab - 4}
 
     def __call__(self, text, add_special_tokens=False):
-        if "<|im_start|>" in text:
-            media = [self.media[m] for m in ("<video>", "<image>") if m in text]
-            return {"input_ids": [self.start, 872, 198, *media, 198, *range(1000, 1000 + len(text) // 3), self.start]}
-        return {"input_ids": [*range(1000, 1000 + len(text) * 10 // 14), self.media["<|im_end|>"]]}
+        if "<|im_start|>" not in text:  # a caption: 1 token per 1.4 characters
+            return {"input_ids": [*range(1000, 1000 + len(text) * 10 // 14), self.media["<|im_end|>"]]}
+        ids = []
+        for part in re.split("(" + "|".join(map(re.escape, self.media)) + ")", text):
+            ids += [self.media[part]] if part in self.media else [*range(1000, 1000 + len(part) // 3)]
+        return {"input_ids": ids}
 
     def convert_tokens_to_ids(self, token):
         return self.media[token]
@@ -238,7 +247,7 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     from kocap.config import load_config
     from kocap.model.build import add_lora
     from kocap.model.text import encode
-    from kocap.model.video_lm import loss, pooled_features
+    from kocap.model.video_lm import loss, pooled_features, video_media
     from kocap.train.loop import LoopSpec, run_loop
 
     chosen = load_config(overrides=[f"model.preset={preset}"])
@@ -255,7 +264,7 @@ def stage2_peak(preset: str, llm: str, dev: str, prec: str, smoke: bool, steps: 
     frames = np.random.default_rng(0).integers(0, 255, (p.batch_size, 8, size, size, 3), dtype=np.uint8)
     feats = pooled_features(model, frames)
     tok = _Tok(cfg)
-    encoded = [encode(tok, PROMPT, CAPTION, feats.shape[1], 4096)] * p.batch_size
+    encoded = [encode(tok, PROMPT, CAPTION, feats.shape[1], 4096, **video_media(model, feats.shape[1]))] * p.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         spec = LoopSpec(
             steps=steps,
@@ -296,6 +305,8 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
     from kocap.model.text import IMAGE, encode
     from kocap.model.video_lm import answer_loss
 
+    if family_of(cfg).aligned:
+        return record(preset, "stage-1 peak GiB (alloc / reserved)", "-", "stage 1 skipped: an aligned family")
     reset_peak(dev)
     h, w = (768, 1024) if cfg.vision_config.image_size > 64 else (96, 128)
     img = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
@@ -340,6 +351,7 @@ def dpo_peak(preset: str, model, feats, chosen, pad_id: int, dev: str, prec: str
 def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> None:
     from kocap.config import load_config
     from kocap.model import runtime
+    from kocap.model.family import family_of
     from kocap.model.presets import video_tokens
     from kocap.model.video_lm import generate
 
@@ -347,7 +359,7 @@ def eval_speed(preset: str, model, cfg, dev: str, prec: str, smoke: bool) -> Non
     batch = e.batch_size
     model.eval()
     reset_peak(dev)
-    feats = torch.randn(batch, video_tokens(cfg, 8), cfg.vision_config.hidden_size)
+    feats = torch.randn(batch, video_tokens(cfg, 8), family_of(cfg).feature_width(cfg))
     new = EVAL_NEW_TOKENS if not smoke else 8
     t = time.perf_counter()
     with runtime.autocast(prec, dev):  # as evaluation decodes: greedy with the repetition guard
@@ -475,7 +487,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU, small sizes: checks the script itself")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument(
-        "--skip", nargs="*", default=[], help="micro | qwen3-8b | qwen3-4b | video-llava-qwen3-8b | assemble"
+        "--skip",
+        nargs="*",
+        default=[],
+        help="micro | qwen3-8b | qwen3-4b | video-llava-qwen3-8b | qwen3-vl-8b | qwen3-vl-4b | assemble",
     )
     ap.add_argument("--assemble-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -502,6 +517,12 @@ def main() -> None:
         "video-llava-qwen3-8b": lambda: stage2_peak(
             "video-llava-qwen3-8b", "Qwen/Qwen3-8B", dev, prec, args.smoke, args.steps
         ),
+        **{
+            vl: lambda vl=vl: stage2_peak(
+                vl, f"Qwen/Qwen3-VL-{vl[-2:].upper()}-Instruct", dev, prec, args.smoke, args.steps
+            )
+            for vl in ("qwen3-vl-8b", "qwen3-vl-4b")
+        },
         "assemble": lambda: assemble_ram(args.smoke),
     }
     failed = []

@@ -4,16 +4,18 @@
     fam = family_of(model.config)       # from a saved or loaded model (its config's model_type)
 
 Training, evaluation, serving and the registry ask the family (tower, features per frame, image path,
-config, what stays unquantized) and never branch on its name. Both families here take a CLIP-style
-tower, a two-layer projector and a Qwen3 LLM with Qwen's ChatML (`text.py`), and keep one frames path
-(`data/video.py`); what differs:
+config, media tokens, what stays unquantized, what trains) and never branch on its name. All three use a
+Qwen3 LLM with Qwen's ChatML (`text.py`) and one frames path (`data/video.py`); what differs:
 
-| | llava-next-video | video-llava |
-|---|---|---|
-| transformers class | LlavaNextVideoForConditionalGeneration | VideoLlavaForConditionalGeneration |
-| tokens per frame | (S/p)^2 / 4 (CLS dropped, 2x2 pooled): 144 at 336 px | (S/p)^2 + 1 (CLS kept): 257 at 224 px |
-| towers | one, for images and videos | a video tower and an image tower (separate weights), one projector |
-| images (stage 1) | AnyRes tiles + thumbnail, unpadded, newline per row | one S x S crop, CLS dropped: (S/p)^2 tokens |
+- llava-next-video (LlavaNextVideoForConditionalGeneration): one CLIP tower for images and videos, CLS
+  dropped and 2x2 pooled: (S/p)^2 / 4 tokens per frame (144 at 336 px); a fresh projector trains in
+  stage 1 (AnyRes images: tiles + thumbnail, unpadded, a newline per row) and with LoRA in stage 2.
+- video-llava (VideoLlavaForConditionalGeneration): a video and an image tower, one projector, the CLS
+  kept for videos: (S/p)^2 + 1 tokens per frame (257 at 224 px); stage-1 images are one S x S crop.
+- qwen3-vl (Qwen3VLForConditionalGeneration): the pretrained checkpoint whole (`aligned`: stage 1 is
+  skipped), its ViT embedding frame pairs and merging 2x2 patches: (S/p)^2 / 4 tokens per frame pair
+  (196 at 448 px); stage 2 trains LoRA on the LLM alone; the cache holds the merger's output and its
+  DeepStack features, LLM width x (1 + DeepStack layers) per token.
 """
 
 from __future__ import annotations
@@ -388,7 +390,8 @@ def qwen_patches(clips: np.ndarray, patch: int) -> tuple[torch.Tensor, torch.Ten
     std 0.5, in its merge order, and the (B, 3) grid (k/2, S/p, S/p): Qwen3VLVideoProcessor's layout without
     its torchvision resize (kocap's frames are already S x S)."""
     b, k, s = clips.shape[:3]
-    x = torch.from_numpy(np.ascontiguousarray(clips)).float().div(255).sub(0.5).div(0.5).permute(0, 1, 4, 2, 3)
+    # astype copies: frames often come memory-mapped, read-only
+    x = torch.from_numpy(clips.astype(np.float32)).div(255).sub(0.5).div(0.5).permute(0, 1, 4, 2, 3)
     t, g = k // TEMPORAL_PATCH, s // patch
     x = x.reshape(b, t, TEMPORAL_PATCH, 3, g // MERGE, MERGE, patch, g // MERGE, MERGE, patch)
     x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(b * t * g * g, 3 * TEMPORAL_PATCH * patch * patch)

@@ -55,6 +55,41 @@ QWEN3 = {
         rms_norm_eps=1e-6,
     ),
 }
+_QWEN3_VL_TEXT = dict(rope_theta=5000000.0, max_position_embeddings=262144)  # M-RoPE shares come from family.py
+_QWEN3_VL_TOWER = dict(
+    num_heads=16,
+    patch_size=16,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    num_position_embeddings=2304,  # a 48 x 48 grid, interpolated to kocap's frames
+    hidden_act="gelu_pytorch_tanh",
+    image_size=448,  # kocap's: the qwen3-vl presets' frames (14 x 14 merged patches per frame pair)
+)
+QWEN3_VL = {  # (LLM, tower) of each checkpoint: one download holds both
+    "Qwen/Qwen3-VL-8B-Instruct": (
+        {**QWEN3["Qwen/Qwen3-8B"], **_QWEN3_VL_TEXT},
+        dict(
+            depth=27,
+            hidden_size=1152,
+            intermediate_size=4304,
+            out_hidden_size=4096,
+            deepstack_visual_indexes=[8, 16, 24],
+            **_QWEN3_VL_TOWER,
+        ),
+    ),
+    "Qwen/Qwen3-VL-4B-Instruct": (
+        {**QWEN3["Qwen/Qwen3-4B"], **_QWEN3_VL_TEXT},
+        dict(
+            depth=24,
+            hidden_size=1024,
+            intermediate_size=4096,
+            out_hidden_size=2560,
+            deepstack_visual_indexes=[5, 11, 17],
+            **_QWEN3_VL_TOWER,
+        ),
+    ),
+}
+QWEN3_VL_IDS = dict(start_id=151652, end_id=151653)  # <|vision_start|>, <|vision_end|> in Qwen's tokenizer
 
 
 def production_config(
@@ -65,10 +100,17 @@ def production_config(
     vocab_size: int | None = None,
     family_name: str = "llava-next-video",
 ):
-    """A production architecture from constants (no download): for tests and the GPU benchmark."""
-    text = Qwen3Config(**{**QWEN3[llm], **({"vocab_size": vocab_size} if vocab_size else {})})
-    vision = CLIPVisionConfig(**TOWERS[family_name])
-    return family(family_name).config(vision, text, video_token_id, image_token_id, num_frames)
+    """A production architecture from constants (no download): for tests and the GPU benchmark. `llm` is a
+    Qwen3 LLM (with the family's CLIP-shaped tower) or a Qwen3-VL checkpoint (its own tower)."""
+    from transformers import Qwen3VLVisionConfig
+
+    if llm in QWEN3_VL:
+        text, tower = QWEN3_VL[llm]
+        vision, ids = Qwen3VLVisionConfig(**tower), QWEN3_VL_IDS
+    else:
+        text, vision, ids = QWEN3[llm], CLIPVisionConfig(**TOWERS[family_name]), {}
+    text = Qwen3Config(**{**text, **({"vocab_size": vocab_size} if vocab_size else {})})
+    return family(family_name).config(vision, text, video_token_id, image_token_id, num_frames, **ids)
 
 
 def frame_tokens(cfg) -> int:

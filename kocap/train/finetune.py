@@ -22,6 +22,7 @@ from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_qlora
+from ..model.family import family_of
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
 from ..model.video_lm import base_model, loss
@@ -81,11 +82,15 @@ def zero_shot(model, tokenizer, root: Path, prec: str, dev: str) -> dict:
     model.save_pretrained(root / paths.FINETUNE / "adapter")
     tokenizer.save_pretrained(root / paths.FINETUNE / "adapter")
     loss_plot([], root / paths.FINETUNE_PLOT, "finetune: zero-shot, nothing trained")
+    if family_of(base_model(model).config).aligned:
+        projector = "pretrained"  # the checkpoint's own merger: the version is the download as it is
+    else:
+        projector = "stage 1" if (root / paths.ALIGNED_PROJECTOR).exists() else "assembled"
     report = {
         "skipped": True,
-        "reason": "stage2.enabled is false: zero-shot (identity LoRA, stage-1 projector)",
+        "reason": f"stage2.enabled is false: zero-shot (identity LoRA, {projector} projector)",
         "steps": 0,
-        "projector": "stage 1" if (root / paths.ALIGNED_PROJECTOR).exists() else "assembled",
+        "projector": projector,
         "precision": prec,
         "device": dev,
     }

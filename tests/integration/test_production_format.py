@@ -297,7 +297,7 @@ def test_the_gpu_check_runs_in_its_cpu_smoke_mode():
     import subprocess
 
     proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--skip", "qwen3-4b", "assemble"],
+        [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--skip", "qwen3-4b", "qwen3-vl-4b", "assemble"],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
@@ -316,5 +316,8 @@ def test_the_gpu_check_runs_in_its_cpu_smoke_mode():
         ("video-llava-qwen3-8b", "stage-2 samples/s"),
         ("video-llava-qwen3-8b", "stage-1 peak GiB (alloc / reserved)"),
         ("video-llava-qwen3-8b", "eval tokens/s"),
+        ("qwen3-vl-8b", "stage-2 samples/s"),
+        ("qwen3-vl-8b", "DPO step peak GiB (alloc / reserved)"),
+        ("qwen3-vl-8b", "eval tokens/s"),
     } <= measured  # assemble: tested above
     assert not any(r["measure"] == "FAILED" for r in rows)

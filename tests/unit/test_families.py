@@ -118,10 +118,11 @@ def test_production_token_counts_per_clip():
     assert video_tokens(production_config("Qwen/Qwen3-8B", 151669, 151670), 8) == 1152
     cfg = production_config("Qwen/Qwen3-8B", 151669, 151670, family_name="video-llava")
     assert video_tokens(cfg, 8) == 2056 == cfg.video_seq_length and cfg.vision_config.image_size == 224
-    from transformers import Qwen3VLConfig
-
-    qwen_vl = Qwen3VLConfig(vision_config={"patch_size": 16, "image_size": 448})  # the qwen3-vl presets' frames
-    assert video_tokens(qwen_vl, 8) == 4 * (448 // 16 // 2) ** 2 == 784  # 4 frame pairs x 14 x 14 merged patches
+    for checkpoint, width in (("Qwen/Qwen3-VL-4B-Instruct", 2560 * 4), ("Qwen/Qwen3-VL-8B-Instruct", 4096 * 4)):
+        qwen_vl = production_config(checkpoint, 151656, 151655, family_name="qwen3-vl")
+        assert video_tokens(qwen_vl, 8) == 4 * (448 // 16 // 2) ** 2 == 784  # 4 frame pairs x 14 x 14 merged
+        assert family("qwen3-vl").feature_width(qwen_vl) == width  # merger output + 3 DeepStack features cached
+        assert qwen_vl.text_config.rope_parameters["mrope_section"] == [24, 20, 20]  # Qwen3-VL's own split
 
 
 @pytest.mark.parametrize("legacy_names", [False, True])
