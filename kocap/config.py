@@ -118,6 +118,7 @@ class Preset(_Section):
     llm: str = Field(min_length=1)  # hub id or local folder of the Qwen3 LLM ("tiny": built from config)
     patch_size: int = Field(ge=1, le=64)
     image_size: int = Field(ge=8, le=1024)  # the tower's input size: frames are stored at this size
+    pretrained: bool = False  # vision and llm name one trained video-language checkpoint, taken whole: no stage 1
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
     prefer: TrainDefaults = TrainDefaults(lr=1e-4, batch_size=4)  # pairs; 1e-3 undid stage 2 (README)
@@ -213,6 +214,29 @@ class ModelParams(_Section):
             stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
             prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
             eval_batch_size=8,
+        ),
+        "llava-next-video-7b": Preset(
+            vision="llava-hf/LLaVA-NeXT-Video-7B-hf",  # the design's original choice as released: zero-shot rows
+            llm="llava-hf/LLaVA-NeXT-Video-7B-hf",
+            pretrained=True,
+            image_size=336,
+            patch_size=14,
+            stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+            eval_batch_size=8,
+        ),
+        "video-llava-7b": Preset(
+            family="video-llava",
+            vision="LanguageBind/Video-LLaVA-7B-hf",
+            llm="LanguageBind/Video-LLaVA-7B-hf",
+            pretrained=True,
+            image_size=224,
+            patch_size=14,
+            stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
+            eval_batch_size=4,
         ),
     }
     prompt: str = Field("이 영상을 한국어로 상세히 묘사해주세요.", min_length=1)

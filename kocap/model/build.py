@@ -17,6 +17,7 @@ Traps handled here (shared/notes/model.md and checks on transformers 5.24):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -91,6 +92,7 @@ def assemble_to_folder(
     names: tuple | None = None,
     fam: Family | None = None,
     image_size: int | None = None,
+    whole: bool = False,
 ) -> int:
     """Write the base checkpoint of a pretrained tower + LLM to `out` without building the model:
     the LLM's tensors stream from its safetensors shards into ours under the LLaVA names, so host
@@ -99,12 +101,12 @@ def assemble_to_folder(
     the config in place of the folders they were read from, so the same sources assemble the same bytes
     on any machine (its DVC hash is how a registered version finds its base). Returns the parameter count.
     `vision_src` is a CLIP vision model (every tower of the family gets it) or, for Video-LLaVA, a
-    Video-LLaVA checkpoint whose own video and image towers are taken. An aligned family (Qwen3-VL) takes
-    one pretrained checkpoint whole (`vision_src` = `llm_src`), its frames at `image_size`."""
+    Video-LLaVA checkpoint whose own video and image towers are taken. An aligned family (Qwen3-VL), or
+    `whole`, takes one trained checkpoint whole (`vision_src` = `llm_src`), its frames at `image_size`."""
     from transformers import AutoConfig
 
     fam = fam or family("llava-next-video")
-    if fam.aligned:
+    if fam.aligned or whole:
         return _copy_pretrained(vision_src, tokenizer, out, fam, image_size, (names or (vision_src,))[0])
     towers = _tower_tensors(vision_src, fam)
     vision_cfg = towers.pop("config")
@@ -138,8 +140,8 @@ def assemble_to_folder(
 
 
 def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: int, name: str) -> int:
-    """A pretrained video-language checkpoint as the base, streamed shard by shard (nothing fresh in it);
-    its tokens must be the tokenizer's, and its config records the frame size kocap feeds it."""
+    """A trained video-language checkpoint as the base, streamed shard by shard (nothing fresh in it) under
+    transformers 5's names; its tokens must be the tokenizer's, and its config records the frame size."""
     from safetensors import safe_open
     from transformers import AutoConfig
 
@@ -147,12 +149,18 @@ def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: in
     if cfg.model_type != fam.model_type:
         raise ValueError(f"{src} is a {cfg.model_type} checkpoint, not the {fam.name} family's ({fam.model_type})")
     ids = fam.token_ids(tokenizer)
-    ours = {"video_token_id": ids["video_id"], "vision_start_token_id": ids["start_id"]}
+    ours = {"video_token_id": ids["video_id"]}
+    if "start_id" in ids:
+        ours["vision_start_token_id"] = ids["start_id"]
     if any(getattr(cfg, k) != v for k, v in ours.items()):
         raise ValueError(f"{src}'s media token ids differ from its tokenizer's ({ours}): a mismatched tokenizer")
     if len(tokenizer) > cfg.text_config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {src} only {cfg.text_config.vocab_size} rows")
-    cfg.vision_config.image_size, cfg._name_or_path = image_size, name
+    if fam.aligned:  # Qwen3-VL's tower takes any size of whole merged patches: the preset's is recorded
+        cfg.vision_config.image_size = image_size
+    elif image_size and image_size != cfg.vision_config.image_size:
+        raise ValueError(f"{src}'s tower takes {cfg.vision_config.image_size} px frames, not the preset's {image_size}")
+    cfg._name_or_path = name
     with torch.device("meta"):
         skeleton = fam.model_class(cfg)
     expected = set(skeleton.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
@@ -161,7 +169,7 @@ def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: in
     for file in sorted(Path(_local(src)).glob("*.safetensors")):
         with safe_open(file, "pt") as f:
             for key in f.keys():
-                writer.add(key, f.get_tensor(key))
+                writer.add(current_name(key), f.get_tensor(key))
     writer.close()
     if set(writer.index) != expected:
         raise ValueError(
@@ -170,6 +178,21 @@ def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: in
         )
     cfg.save_pretrained(out)
     return sum(p.numel() for p in skeleton.parameters())
+
+
+LEGACY_NAMES = (  # LLaVA checkpoints saved before transformers 4.52 (the hub's llava-hf/* and Video-LLaVA-7B-hf)
+    (re.compile(r"^language_model\.lm_head\."), "lm_head."),
+    (re.compile(r"^language_model\.model\."), "model.language_model."),
+    (re.compile(r"^(vision_tower|video_tower|image_tower|multi_modal_projector|image_newline)\b"), r"model.\1"),
+    (re.compile(r"^model\.(vision_tower|video_tower|image_tower)\.vision_model\."), r"model.\1."),  # CLIPVisionModel's
+)
+
+
+def current_name(key: str) -> str:
+    """A checkpoint tensor's name as transformers 5 models it (what its loader renames on the fly)."""
+    for pattern, repl in LEGACY_NAMES:
+        key = pattern.sub(repl, key)
+    return key
 
 
 def _tower_tensors(vision_src: str, fam: Family) -> dict:

@@ -20,7 +20,7 @@ from .. import paths
 from ..config import Config
 from ..data.video import FrameSpec, load_clip
 from . import runtime
-from .text import answer, load_tokenizer
+from .text import chat_of, load_tokenizer
 from .video_lm import generate, pooled_features
 
 
@@ -33,7 +33,8 @@ def trained_adapter(cfg: Config, root: Path) -> Path:
 def generation_budget(tokenizer, captions: list[str]) -> int:
     """New tokens for `eval.max_new_tokens: auto`: the longest training caption (with its end-of-turn
     token) plus a quarter and 16, so a caption as long as the data's is never cut."""
-    longest = max((len(tokenizer(answer(c), add_special_tokens=False)["input_ids"]) for c in captions), default=0)
+    chat = chat_of(tokenizer)
+    longest = max((len(tokenizer(chat.answer(c), add_special_tokens=False)["input_ids"]) for c in captions), default=0)
     return math.ceil(longest * 1.25) + 16
 
 

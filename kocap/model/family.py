@@ -441,6 +441,22 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
+def pretrained(preset) -> bool:
+    """Whether a preset (config.Preset) starts from a trained video-language model: an aligned family (always)
+    or a checkpoint of any family taken whole (`pretrained: true`, the original 7B checkpoints). Its
+    stage 1 is skipped, and its base is that checkpoint's weights (the tiny presets' are built)."""
+    return preset.pretrained or family(preset.family).aligned
+
+
+def stage1_skip_reason(preset, name: str) -> str | None:
+    """Why stage 1 is skipped for a pretrained preset (None: it runs, unless switched off)."""
+    if family(preset.family).aligned:
+        return f"the {preset.family} family is pretrained as a video-language model: nothing to align"
+    if preset.pretrained:
+        return f"the {name} preset is a trained video-language checkpoint ({preset.llm}): nothing to align"
+    return None
+
+
 def family_of(cfg: PretrainedConfig) -> Family:
     """The family of a model's config (a loaded model's `.config`, or AutoConfig of a saved folder)."""
     for f in FAMILIES.values():

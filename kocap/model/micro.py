@@ -184,3 +184,52 @@ def build_micro_qwen3_vl(llm: Path, out: Path, image_size: int = 64, seed: int =
     fam.model_class(cfg).to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def build_micro_vicuna_llava(out: Path, texts: list[str], seed: int = 0) -> Path:
+    """A LLaVA-NeXT-Video checkpoint shaped like `llava-hf/LLaVA-NeXT-Video-7B-hf` at micro size: a LLaMA
+    LLM with a LLaMA-style tokenizer (`<s>`, `</s>`, `<video>`, `<image>`, no ChatML tokens: BPE trained on
+    `texts`, as LLaMA's own cannot be downloaded here) and the hub's tensor names from before transformers
+    4.52 (`language_model.model.*`, `vision_tower.vision_model.*`)."""
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
+
+    from .family import family
+
+    out = Path(out)
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<video>", "<image>"]
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
+    tok.save_pretrained(out)
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=56, patch_size=14
+    )
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    fam = family("llava-next-video")
+    fam.model_class(fam.config(vision, text, num_frames=8, **fam.token_ids(tok))).save_pretrained(out)
+    weights = load_file(out / "model.safetensors")  # transformers 5 saves `vision_tower.X`; the hub has CLIP's nesting
+    hub = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): t.contiguous() for k, t in weights.items()}
+    save_file(hub, out / "model.safetensors", metadata={"format": "pt"})
+    return out

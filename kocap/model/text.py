@@ -4,6 +4,10 @@ The chat format is Qwen's ChatML in non-thinking form (an empty think block open
 
     <|im_start|>user\n<video>\n{prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n{caption}<|im_end|>
 
+The original Vicuna-based LLaVA checkpoints (zero-shot rows) keep theirs, chosen by their tokenizer:
+
+    <s>USER: <video>\n{prompt} ASSISTANT: {caption}</s>
+
 `<video>` is expanded to the model's video-token count here, before anything else sees the ids, and
 a sample that does not fit `max_length` is never cut: it is an error naming it, or a counted drop.
 """
@@ -27,8 +31,8 @@ class SampleTooLong(ValueError):
 
 
 def user_turn(prompt: str, media: str = VIDEO) -> str:
-    """Everything before the answer: what generation is prompted with."""
-    return f"{IM_START}user\n{media}\n{prompt}{IM_END}\n{IM_START}assistant\n{THINK_EMPTY}"
+    """Everything before the answer in Qwen's ChatML (`Chat.user_turn` for a tokenizer's own format)."""
+    return CHATML.user_turn(prompt, media)
 
 
 # The same turn as Jinja, for exported models read by plain transformers (`apply_chat_template`):
@@ -43,7 +47,44 @@ CHAT_TEMPLATE = (
 
 
 def answer(caption: str) -> str:
-    return f"{caption}{IM_END}"
+    return CHATML.answer(caption)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A chat format: the user turn before the answer, what ends the answer, and the same as Jinja."""
+
+    name: str
+    before_media: str  # the media, a newline and the prompt follow
+    before_answer: str
+    answer_prefix: str
+    end: str  # the token that ends an answer (generation stops on it)
+    template: str
+
+    def user_turn(self, prompt: str, media: str = VIDEO) -> str:
+        return f"{self.before_media}{media}\n{prompt}{self.before_answer}"
+
+    def answer(self, caption: str) -> str:
+        return f"{self.answer_prefix}{caption}{self.end}"
+
+
+CHATML = Chat("chatml", f"{IM_START}user\n", f"{IM_END}\n{IM_START}assistant\n{THINK_EMPTY}", "", IM_END, CHAT_TEMPLATE)
+# The original LLaVA-NeXT-Video-7B and Video-LLaVA-7B checkpoints (Vicuna): `USER: <video>\n... ASSISTANT:`, as
+# their processors' chat templates render it, the BOS first as their processors' tokenizer call adds it.
+VICUNA_TEMPLATE = (
+    "<s>{% for m in messages %}{{ m['role'].upper() }}: "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'video' %}" + VIDEO + "\n{% elif part['type'] == 'image' %}" + IMAGE + "\n"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %} {% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+VICUNA = Chat("vicuna", "<s>USER: ", " ASSISTANT:", " ", "</s>", VICUNA_TEMPLATE)
+
+
+def chat_of(tokenizer) -> Chat:
+    """The tokenizer's chat format: Qwen's ChatML where it holds `<|im_start|>` (every Qwen3 LLM, the tiny
+    one), else Vicuna's (the original LLaVA checkpoints, whose tokenizer is LLaMA's)."""
+    return CHATML if IM_START in tokenizer.get_vocab() else VICUNA
 
 
 @dataclass(frozen=True)
@@ -93,13 +134,14 @@ def encode(
     place the token several times (Qwen3-VL: once per frame pair), and the tokens are split evenly among them.
     `caption=None` encodes the generation prompt alone (inference).
     """
-    head = tokenizer(user_turn(prompt, media_text or media), add_special_tokens=False)["input_ids"]
+    chat = chat_of(tokenizer)
+    head = tokenizer(chat.user_turn(prompt, media_text or media), add_special_tokens=False)["input_ids"]
     media_id = tokenizer.convert_tokens_to_ids(media)
     at = [i for i, t in enumerate(head) if t == media_id]
     if not at or media_tokens % len(at) or (media_text is None and len(at) != 1):
         raise ValueError(f"the prompt holds {len(at)} {media} tokens, which cannot share {media_tokens} evenly")
     gaps = tuple(_ids(head[a + 1 : b]) for a, b in zip(at, at[1:]))
-    tail = tokenizer(answer(caption), add_special_tokens=False)["input_ids"] if caption is not None else []
+    tail = tokenizer(chat.answer(caption), add_special_tokens=False)["input_ids"] if caption is not None else []
     enc = Encoded(_ids(head[: at[0]]), media_id, media_tokens, _ids(head[at[-1] + 1 :]), _ids(tail), gaps)
     if len(enc) > max_length:
         raise SampleTooLong(

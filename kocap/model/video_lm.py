@@ -25,7 +25,7 @@ from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from .family import family_of, layer_hidden, project_into  # noqa: F401 (layer_hidden re-exported)
 from .runtime import model_device
-from .text import IGNORE, IM_END, encode
+from .text import IGNORE, chat_of, encode
 
 MAX_TOWER_FRAMES = 32  # frames per tower pass: bounds activation memory whatever the batch of clips
 
@@ -161,7 +161,7 @@ def generate(
     ids = torch.tensor([head] * features.shape[0])
     inputs = lm_inputs(model, ids, torch.ones_like(ids), features)
     base = base_model(model)
-    end = tokenizer.convert_tokens_to_ids(IM_END)
+    end = tokenizer.convert_tokens_to_ids(chat_of(tokenizer).end)
     guards = [_FiniteLogits()]
     if "input_ids" in inputs:  # the prompt's ids reach the logits processors: the guard must skip them
         guards.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=ids.shape[1]))

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import Config
 from ..data.video import sample_indices
 from ..model.presets import video_tokens
-from ..model.text import CHAT_TEMPLATE, IM_END, load_tokenizer
+from ..model.text import chat_of, load_tokenizer
 
 USAGE = """# {name}: a kocap model for plain transformers
 
@@ -61,13 +61,14 @@ def export_plain(base_dir: Path, adapter_dir: Path, cfg: Config, out: Path, orig
     base = load_base(base_dir, "fp32", "cpu").dequantize()  # nf4 -> the same weights in plain linears
     model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     tokenizer = load_tokenizer(str(base_dir))
-    tokenizer.chat_template = CHAT_TEMPLATE
+    chat = chat_of(tokenizer)
+    tokenizer.chat_template = chat.template
     e, size = cfg.eval, model.config.vision_config.image_size
     model.generation_config = GenerationConfig(
         max_new_tokens=int(e.max_new_tokens),
         do_sample=e.do_sample,
         **({"temperature": e.temperature, "top_p": e.top_p, "top_k": e.top_k} if e.do_sample else {}),
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        eos_token_id=tokenizer.convert_tokens_to_ids(chat.end),
         pad_token_id=tokenizer.pad_token_id,
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from ..config import Config
 from ..evaluate.placement import placement, placement_html
 from ..io import write_json
 from ..model.captioner import trained_adapter
-from ..model.family import family
+from ..model.family import family, stage1_skip_reason
 from ..train.tracking import EXPERIMENT, mlflow_run
 from . import base_ref
 from .gate import gate
@@ -209,8 +209,9 @@ def serving_requirements() -> list[str] | None:
 
 
 def stage1_tag(cfg: Config) -> str:
-    if family(cfg.model.chosen.family).aligned:
-        return f"skipped: {cfg.model.chosen.family} is pretrained as a video-language model"
+    reason = stage1_skip_reason(cfg.model.chosen, cfg.model.preset)
+    if reason:
+        return f"skipped: {reason}"
     return "aligned" if cfg.stage1.enabled else "skipped (stage 2 started from the assembled projector)"
 
 

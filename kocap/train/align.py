@@ -24,7 +24,7 @@ from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_base, ready_to_train
-from ..model.family import Family, family, family_of
+from ..model.family import Family, family_of, stage1_skip_reason
 from ..model.features import FeatureStore
 from ..model.presets import image_tokens
 from ..model.text import IMAGE, SampleTooLong, encode, load_tokenizer
@@ -41,10 +41,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     s = cfg.stage1
     if not s.enabled:
         return skip(root)
-    if family(cfg.model.chosen.family).aligned:
-        return skip(
-            root, f"the {cfg.model.chosen.family} family is pretrained as a video-language model: nothing to align"
-        )
+    reason = stage1_skip_reason(cfg.model.chosen, cfg.model.preset)
+    if reason:
+        return skip(root, reason)
     dev = runtime.device()
     prec = runtime.precision(s.precision, dev)
     tokenizer = load_tokenizer(str(root / paths.BASE))

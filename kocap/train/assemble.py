@@ -27,7 +27,7 @@ from ..config import Config
 from ..data.rows import open_frames, split_rows
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config
-from ..model.family import family, family_of
+from ..model.family import family, family_of, pretrained
 from ..model.presets import source
 from ..model.sources import ensure_sources
 from ..model.text import add_tokens, answer, load_tokenizer, train_tiny_tokenizer, user_turn
@@ -70,6 +70,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             names=(preset.vision, preset.llm),
             fam=fam,
             image_size=preset.image_size,
+            whole=pretrained(preset),
         )
     tokenizer.save_pretrained(out)
     report = {

@@ -22,7 +22,7 @@ from ..data.rows import split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.build import load_qlora
-from ..model.family import family_of
+from ..model.family import pretrained
 from ..model.features import FeatureStore
 from ..model.text import load_tokenizer
 from ..model.video_lm import base_model, loss
@@ -42,7 +42,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     if s.gradient_checkpointing and dev == "cuda":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not s.enabled:
-        return zero_shot(model, tokenizer, root, prec, dev)
+        return zero_shot(model, tokenizer, root, prec, dev, pretrained(cfg.model.chosen))
     store = FeatureStore(model, root)
     encoded, rows, dropped = warm_and_encode(split_rows(root), store, tokenizer, cfg)
     schedule, spec = plan(len(rows), s, root / paths.FINETUNE / "checkpoints", signature(cfg, rows, root), prec, dev)
@@ -73,7 +73,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     return report
 
 
-def zero_shot(model, tokenizer, root: Path, prec: str, dev: str) -> dict:
+def zero_shot(model, tokenizer, root: Path, prec: str, dev: str, from_checkpoint: bool = False) -> dict:
     """`stage2.enabled: false`: the untrained adapter, saved as it is. PEFT starts LoRA's B at zero, so the
     adapter is the identity on the 4-bit LLM, and its projector is stage 1's (or the assembled one): the
     version measures the base itself. Checkpoints of a trained run are kept, so switching back resumes it."""
@@ -82,8 +82,8 @@ def zero_shot(model, tokenizer, root: Path, prec: str, dev: str) -> dict:
     model.save_pretrained(root / paths.FINETUNE / "adapter")
     tokenizer.save_pretrained(root / paths.FINETUNE / "adapter")
     loss_plot([], root / paths.FINETUNE_PLOT, "finetune: zero-shot, nothing trained")
-    if family_of(base_model(model).config).aligned:
-        projector = "pretrained"  # the checkpoint's own merger: the version is the download as it is
+    if from_checkpoint:
+        projector = "pretrained"  # the checkpoint's own projector (merger): the version is the download as it is
     else:
         projector = "stage 1" if (root / paths.ALIGNED_PROJECTOR).exists() else "assembled"
     report = {

@@ -423,7 +423,7 @@ def test_an_aligned_family_skips_stage_1_and_is_compared_beside_the_others(proje
     assert json.loads((project / "models/base/config.json").read_text(encoding="utf-8"))["model_type"] == "qwen3_vl"
     client = _mlflow(project)
     latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
-    assert latest.tags["family"] == "qwen3-vl" and latest.tags["stage1"].startswith("skipped: qwen3-vl")
+    assert latest.tags["family"] == "qwen3-vl" and latest.tags["stage1"].startswith("skipped: the qwen3-vl family")
     assert "qwen3-vl (preset tiny-qwen3-vl), 64 video tokens per clip" in (project / "reports/eval.html").read_text(
         encoding="utf-8"
     )

@@ -20,7 +20,7 @@ from kocap.model import runtime
 from kocap.model.build import assemble, assemble_to_folder, load_pretrained_parts, load_qlora
 from kocap.model.captioner import generation_budget
 from kocap.model.family import family
-from kocap.model.micro import build_micro, build_micro_qwen3_vl
+from kocap.model.micro import build_micro, build_micro_qwen3_vl, build_micro_vicuna_llava
 from kocap.model.presets import video_tokens
 from kocap.model.text import encode, load_tokenizer
 from kocap.model.video_lm import generate, loss, pooled_features, video_media
@@ -153,6 +153,32 @@ def test_the_qwen3_vl_family_steps_and_generates_in_fp16_with_qwens_tokenizer(
     assert video_tokens(inner.config, 8) == 4 * (64 // 16 // 2) ** 2
     visual = source.model.visual.state_dict()
     assert all(torch.equal(visual[k].to(v.dtype), v) for k, v in inner.visual.state_dict().items())
+
+
+def test_an_original_vicuna_checkpoint_is_taken_whole_and_prompted_in_its_own_format(tmp_path):
+    """`llava-next-video-7b` (`pretrained: true`): the hub's LLaVA-NeXT-Video layout (names from before
+    transformers 4.52, CLIP nested as `vision_model`) is copied whole into the base under today's names,
+    exactly the tensors transformers itself loads from it; its LLaMA-style tokenizer selects Vicuna's
+    `USER: <video>\n... ASSISTANT:` (no ChatML), answers end with `</s>`, and it trains and generates."""
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    from kocap.model.text import VICUNA, chat_of
+
+    source = build_micro_vicuna_llava(tmp_path / "hub", CAPTIONS + [PROMPT])
+    tok = load_tokenizer(str(source))
+    assert chat_of(tok) is VICUNA
+    base = tmp_path / "base"
+    assemble_to_folder(str(source), str(source), tok, 8, base, image_size=56, whole=True)
+    tok.save_pretrained(base)
+    theirs = LlavaNextVideoForConditionalGeneration.from_pretrained(source, dtype=torch.float32).state_dict()
+    ours = LlavaNextVideoForConditionalGeneration.from_pretrained(base, dtype=torch.float32).state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    enc = encode(tok, PROMPT, CAPTIONS[0], 16, 2048)
+    text = tok.decode(enc.input_ids)
+    assert text.startswith("<s>USER: <video>") and f"\n{PROMPT} ASSISTANT: " in text and text.endswith("</s>")
+    with pytest.raises(ValueError, match="336 px|56 px"):
+        assemble_to_folder(str(source), str(source), tok, 8, tmp_path / "wrong", image_size=336, whole=True)
+    _half_precision_steps_and_generation(base, tmp_path, "fp16", "fp32")
 
 
 def _half_precision_steps_and_generation(base: Path, tmp_path: Path, prec: str, storage: str, size: int = 56):

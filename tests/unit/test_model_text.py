@@ -94,14 +94,23 @@ def test_too_long_samples_are_a_counted_drop_when_asked(tok):
         encode_rows(rows, tok, load_config("/nonexistent", ["model.max_length=400"]), media_tokens=128)
 
 
-def test_the_exported_chat_template_renders_the_training_turn(tok):
-    """Plain transformers' `apply_chat_template` on an exported model gives exactly the turn kocap trains on."""
-    from kocap.model.text import CHAT_TEMPLATE
+@pytest.mark.parametrize("chat_name", ["chatml", "vicuna"])
+def test_the_exported_chat_template_renders_the_training_turn(tok, chat_name):
+    """Plain transformers' `apply_chat_template` on an exported model gives exactly the turn kocap trains on,
+    in Qwen's ChatML and in the original LLaVA checkpoints' Vicuna format."""
+    from kocap.model.text import CHATML, VICUNA
 
-    tok.chat_template = CHAT_TEMPLATE
+    chat = {"chatml": CHATML, "vicuna": VICUNA}[chat_name]
+    tok.chat_template = chat.template
     video = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
-    assert tok.apply_chat_template(video, add_generation_prompt=True, tokenize=False) == user_turn(PROMPT)
+    assert tok.apply_chat_template(video, add_generation_prompt=True, tokenize=False) == chat.user_turn(PROMPT)
     image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
-    assert tok.apply_chat_template(image, add_generation_prompt=True, tokenize=False) == user_turn(PROMPT, "<image>")
+    rendered = tok.apply_chat_template(image, add_generation_prompt=True, tokenize=False)
+    assert rendered == chat.user_turn(PROMPT, "<image>")
     without = tok.apply_chat_template(video, add_generation_prompt=False, tokenize=False)
-    assert without == user_turn(PROMPT).split("<|im_start|>assistant")[0]
+    assert (
+        without
+        == chat.user_turn(PROMPT).removesuffix(chat.before_answer)
+        + {"chatml": "<|im_end|>\n", "vicuna": " "}[chat_name]
+    )
+    assert user_turn(PROMPT) == CHATML.user_turn(PROMPT)  # the module's ChatML helpers are the chat's
