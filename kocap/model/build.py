@@ -129,10 +129,15 @@ def assemble_to_folder(
         writer.add(name, tensor)
     for name, tensor in _llm_tensors(Path(_local(llm_src))):
         writer.add(name, tensor)
+    return _finish(writer, skeleton, cfg, expected, out, "assembled checkpoint")
+
+
+def _finish(writer, skeleton, cfg, expected: set, out: Path, what: str) -> int:
+    """Close the shards, check they hold exactly the model's tensors, save its config; the parameter count."""
     writer.close()
     if set(writer.index) != expected:
         raise ValueError(
-            f"assembled checkpoint does not match the model: missing {sorted(expected - set(writer.index))[:5]}"
+            f"{what} does not match {type(skeleton).__name__}: missing {sorted(expected - set(writer.index))[:5]}"
             f", unexpected {sorted(set(writer.index) - expected)[:5]}"
         )
     cfg.save_pretrained(out)
@@ -170,14 +175,7 @@ def _copy_pretrained(src: str, tokenizer, out: Path, fam: Family, image_size: in
         with safe_open(file, "pt") as f:
             for key in f.keys():
                 writer.add(current_name(key), f.get_tensor(key))
-    writer.close()
-    if set(writer.index) != expected:
-        raise ValueError(
-            f"{src} does not match {fam.model_class.__name__}: missing {sorted(expected - set(writer.index))[:5]}"
-            f", unexpected {sorted(set(writer.index) - expected)[:5]}"
-        )
-    cfg.save_pretrained(out)
-    return sum(p.numel() for p in skeleton.parameters())
+    return _finish(writer, skeleton, cfg, expected, out, src)
 
 
 LEGACY_NAMES = (  # LLaVA checkpoints saved before transformers 4.52 (the hub's llava-hf/* and Video-LLaVA-7B-hf)
