@@ -239,6 +239,9 @@ class _Tok:
     def convert_tokens_to_ids(self, token):
         return self.media[token]
 
+    def get_vocab(self):  # what kocap's chat_of reads: a Qwen tokenizer, so ChatML
+        return self.media
+
     def decode(self, ids, skip_special_tokens=True):
         return f"{len(ids)} tokens"
 
