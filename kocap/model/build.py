@@ -213,12 +213,10 @@ def _tower_tensors(vision_src: str, fam: Family) -> dict:
     folder, tensors = Path(_local(vision_src)), {}
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(file, "pt") as f:
-            for key in f.keys():
-                # transformers 5 names `model.video_tower.X`; checkpoints converted before it (the hub's)
-                # `video_tower.vision_model.X`, which transformers itself renames on load
-                tower, _, rest = key.removeprefix("model.").partition(".")
-                if tower in ("video_tower", "image_tower"):
-                    tensors[f"model.{tower}.{rest.removeprefix('vision_model.')}"] = f.get_tensor(key)
+            for key in f.keys():  # under transformers 5's names, whichever the checkpoint was saved with
+                name = current_name(key)
+                if name.startswith(("model.video_tower.", "model.image_tower.")):
+                    tensors[name] = f.get_tensor(key)
     return {"config": source_cfg.vision_config, **tensors}
 
 
