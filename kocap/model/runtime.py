@@ -27,10 +27,11 @@ def cores() -> int:
 def share_cores(workers: int) -> int:
     """Torch's intra-op threads for one of `workers` workers on this machine, so workers x threads <= cores:
     oversubscribed OpenMP threads made two runs at once each ~6x slower than one alone. A lone worker keeps
-    torch's own default. Returns the count."""
+    torch's own default. A count already lowered (OMP_NUM_THREADS, as the test suite's parallel workers set it)
+    is divided, not the cores. Returns the count."""
     if workers <= 1:
         return torch.get_num_threads()
-    threads = max(1, cores() // workers)
+    threads = max(1, min(cores(), torch.get_num_threads()) // workers)
     torch.set_num_threads(threads)
     return threads
 
