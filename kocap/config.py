@@ -110,6 +110,7 @@ class TrainDefaults(_Section):
     grad_accum: int = Field(1, ge=1, le=4096)  # micro-batches per optimizer step
     lora_r: int | None = Field(None, ge=1, le=1024)  # stage 2 only
     lora_alpha: int | None = Field(None, ge=1, le=4096)
+    epochs: int | None = Field(None, ge=1, le=1000)  # stage 2 only: passes over the training clips
 
 
 class Preset(_Section):
@@ -120,7 +121,7 @@ class Preset(_Section):
     image_size: int = Field(ge=8, le=1024)  # the tower's input size: frames are stored at this size
     pretrained: bool = False  # vision and llm name one trained video-language checkpoint, taken whole: no stage 1
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
-    stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64)
+    stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64, epochs=12)
     prefer: TrainDefaults = TrainDefaults(lr=1e-4, batch_size=4)  # pairs; 1e-3 undid stage 2 (README)
     eval_batch_size: int = Field(16, ge=1, le=4096)  # clips per generation batch: what fits beside the KV cache
 
@@ -162,7 +163,7 @@ class TinyTowerParams(_Section):
 # A 7-8B model on a T4: one clip (image) a step, accumulated; stage 1 and DPO on the same footing.
 _ONE_CLIP_A_STEP = dict(
     stage1=TrainDefaults(lr=1e-3, batch_size=1, grad_accum=16),
-    stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+    stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32, epochs=12),
     prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
 )
 
@@ -170,7 +171,13 @@ _ONE_CLIP_A_STEP = dict(
 class ModelParams(_Section):
     preset: str = "tiny"
     presets: dict[str, Preset] = {
-        "tiny": Preset(vision="tiny", llm="tiny", image_size=64, patch_size=8),
+        "tiny": Preset(
+            vision="tiny",
+            llm="tiny",
+            image_size=64,
+            patch_size=8,
+            stage2=TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64, epochs=48),  # README: colour
+        ),
         "qwen3-8b": Preset(
             vision="openai/clip-vit-large-patch14-336",
             llm="Qwen/Qwen3-8B",
@@ -215,7 +222,7 @@ class ModelParams(_Section):
             llm="Qwen/Qwen3-VL-8B-Instruct",
             image_size=448,
             patch_size=16,
-            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32),
+            stage2=TrainDefaults(lr=2e-4, batch_size=1, grad_accum=8, lora_r=16, lora_alpha=32, epochs=12),
             prefer=TrainDefaults(lr=5e-6, batch_size=1, grad_accum=16),
             eval_batch_size=8,
         ),
@@ -276,7 +283,7 @@ class Stage2Params(_Section):
     # false: zero-shot. Nothing trains; the adapter is the identity LoRA (B = 0) around the stage-1 projector,
     # so evaluation, the gate and the registry measure the base as it is (lineage: the `stage2` tag)
     enabled: bool = True
-    epochs: int = Field(6, ge=1, le=1000)
+    epochs: int | None = Field(None, ge=1, le=1000)  # null: the preset's (the tiny one needs 4x a real LLM's)
     lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.stage2)
     batch_size: int | None = Field(None, ge=1, le=4096)
     grad_accum: int | None = Field(None, ge=1, le=4096)
@@ -374,8 +381,10 @@ class Config(_Section):
                     setattr(stage, key, value)
         if self.eval.batch_size is None:
             self.eval.batch_size = chosen.eval_batch_size
-        if self.stage2.lora_r is None or self.stage2.lora_alpha is None:
-            raise ValueError(f"stage2.lora_r/lora_alpha: set them or give preset {self.model.preset!r} stage2 defaults")
+        if None in (self.stage2.lora_r, self.stage2.lora_alpha, self.stage2.epochs):
+            raise ValueError(
+                f"stage2.lora_r/lora_alpha/epochs: set them or give preset {self.model.preset!r} stage2 defaults"
+            )
         return self
 
     def section(self, name: str) -> dict:
