@@ -144,9 +144,9 @@ def _train_and_score(root) -> tuple[dict, dict, float]:
 
 
 # What the model must beat the video-blind controls by, in mean attribute accuracy (the facts the
-# generator drew). Measured on the defaults: ~0.10 over shuffled videos, ~0.13 over the most frequent
-# caption; a model trained with the video zeroed out scores 0.00 over shuffled videos (below).
-MARGIN = 0.07
+# generator drew). Measured on the defaults (1,200 steps): 0.21 over shuffled videos, 0.24 over the
+# most frequent caption; a model trained with the video zeroed out scores 0.00 over shuffled videos (below).
+MARGIN = 0.15
 
 
 def test_the_tiny_model_learns_captions_that_depend_on_the_video(prepared, tmp_path):
