@@ -7,13 +7,14 @@ import tempfile
 from pathlib import Path
 
 from kocap.env import OFFLINE_ENV  # noqa: E402  (before Prefect is imported anywhere)
+from kocap.model.runtime import cores
 
 # pytest-xdist workers (`make test` runs two): workers x torch threads <= cores, for this process and every
 # kocap/dvc subprocess a test starts (they inherit the variable). Two lifecycle runs at full threads each
 # took ~6x as long as one alone: oversubscribed OpenMP threads, not fair sharing.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    _THREADS = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    _THREADS = str(max(1, cores() // _WORKERS))
     os.environ.update(OMP_NUM_THREADS=_THREADS, MKL_NUM_THREADS=_THREADS)
 
 _HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")

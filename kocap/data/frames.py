@@ -34,8 +34,10 @@ FORMAT = 1  # bump when the stored layout changes: every shard key changes with 
 
 
 def run(cfg: Config, root: Path, env=None) -> dict:
+    from ..model.runtime import cores  # here, not at the top: the decode workers need no torch
+
     spec = FrameSpec.from_config(cfg)
-    workers = cfg.frames.workers or os.cpu_count() or 1
+    workers = cfg.frames.workers or cores()  # a container's CPU set, not the host's count
     clips = pd.read_parquet(root / paths.VALID_CLIPS)
     images = pd.read_parquet(root / paths.VALID_IMAGES)
     limits = {"shard_size": cfg.frames.shard_size, "workers": workers, "timeout_s": cfg.frames.decode_timeout_s}
