@@ -81,7 +81,7 @@ def test_make_demo_succeeds_on_a_fresh_clone(demo):
     # grounded and varied enough, and the summary shows the champion's caption
     register = json.loads((clone / "reports/register.json").read_text(encoding="utf-8"))
     assert register["promoted"] is True, register
-    assert _mlflow(clone).get_model_version_by_alias("kocap", "champion").version == "1"
+    assert str(_mlflow(clone).get_model_version_by_alias("kocap", "champion").version) == "1"
     assert "champion v1 on" in summary
     assert "caption:" in summary and "reference:" in summary  # a version's caption beside its reference
     _assert_traces_to_disk(clone, "1")
