@@ -283,7 +283,7 @@ class Stage2Params(_Section):
     # false: zero-shot. Nothing trains; the adapter is the identity LoRA (B = 0) around the stage-1 projector,
     # so evaluation, the gate and the registry measure the base as it is (lineage: the `stage2` tag)
     enabled: bool = True
-    epochs: int | None = Field(None, ge=1, le=1000)  # null: the preset's (the tiny one needs 4x a real LLM's)
+    epochs: int | None = Field(None, ge=1, le=1000)  # null: the preset's (model.presets.NAME.stage2)
     lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.stage2)
     batch_size: int | None = Field(None, ge=1, le=4096)
     grad_accum: int | None = Field(None, ge=1, le=4096)
