@@ -27,7 +27,7 @@ demo: $(STAMP)
 # two pytest-xdist workers; tests/conftest.py gives each cores/2 torch threads (and so every subprocess)
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow' tests

@@ -45,18 +45,23 @@ def sample_server_root(tmp_path_factory, small_params) -> Path:
     return root
 
 
-# Modules whose tests share one module-scoped project (each test builds on what the last one left) run on one
-# pytest-xdist worker (`--dist loadgroup`): split across two, each worker would repeat the module's first
-# lifecycle run on its own copy. Longest first, so the other worker fills in beside them (measured, README).
-SHARED_PROJECT_MODULES = ("test_lifecycle", "test_newcomer", "test_training", "test_faults", "test_operations")
+# `make test` hands each file to one pytest-xdist worker (`--dist loadfile`): a module's tests share one
+# module-scoped project, each building on what the last left, and split across two workers each would repeat
+# the module's first lifecycle run on its own copy. (`loadgroup` would not do: with pytest 9 xdist's group
+# suffix never reaches the node id.) The longest files go first, so the other worker fills in beside them.
+LONGEST_FIRST = (
+    "test_lifecycle",
+    "test_newcomer",
+    "test_production_format",
+    "test_training",
+    "test_faults",
+    "test_operations",
+)
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         name = item.module.__name__.rsplit(".", 1)[-1]
-        return SHARED_PROJECT_MODULES.index(name) if name in SHARED_PROJECT_MODULES else len(SHARED_PROJECT_MODULES)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
-    for item in items:
-        if rank(item) < len(SHARED_PROJECT_MODULES):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=rank)  # stable: the order within a module stays as written
