@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/kocap summary
 
 # two pytest-xdist workers; tests/conftest.py gives each cores/2 torch threads (and so every subprocess)
+# each test file goes whole to one worker, longest first: a module's tests share one project (tests/conftest.py)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
