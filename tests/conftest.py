@@ -50,12 +50,12 @@ def sample_server_root(tmp_path_factory, small_params) -> Path:
 # the module's first lifecycle run on its own copy. (`loadgroup` would not do: with pytest 9 xdist's group
 # suffix never reaches the node id.) The longest files go first, so the other worker fills in beside them.
 LONGEST_FIRST = (
-    "test_lifecycle",
     "test_newcomer",
+    "test_lifecycle",
     "test_production_format",
-    "test_training",
     "test_faults",
     "test_operations",
+    "test_training",
 )
 
 
