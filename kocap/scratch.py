@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .config import write_overrides
+from .ui import servers
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,9 +65,16 @@ def make_recipe(target: str) -> list[str]:
     return recipe
 
 
+# A Prefect API for every scratch command, where a test session runs one server for all of them: each
+# `kocap run` otherwise starts, migrates and stops a temporary server of its own (a small lifecycle run,
+# 95 s -> 65 s wall, 2026-12-06).
+SHARED_PREFECT = "KOCAP_SCRATCH_PREFECT_API_URL"
+
+
 def sh(cmd, cwd: Path, timeout: float | None = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command in a project as a user would there (its own PREFECT_HOME and MLflow DB unless given;
-    None in `env` removes a variable); a failure raises with the end of its output."""
+    None in `env` removes a variable); a failure raises with the end of its output. Flow runs go to the
+    server named by SHARED_PREFECT when one is, else to each command's own temporary server."""
     full = {
         **os.environ,
         "PREFECT_HOME": str(cwd / ".prefect"),
@@ -74,6 +82,9 @@ def sh(cmd, cwd: Path, timeout: float | None = 600, env: dict | None = None) -> 
         "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
     }
     full.pop("PREFECT_API_URL", None)
+    shared = os.environ.get(SHARED_PREFECT)
+    if shared and not servers(cwd):  # the project's own `make ui` servers win, as they do for a user
+        full["PREFECT_API_URL"] = shared
     full.update(env or {})
     full = {k: v for k, v in full.items() if v is not None}
     proc = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -32,9 +37,51 @@ import pytest  # noqa: E402
 
 from kocap.config import SampleParams  # noqa: E402
 from kocap.sample.build import build_aihub_sample  # noqa: E402
+from kocap.scratch import BIN, SHARED_PREFECT  # noqa: E402
+
+os.environ.pop(SHARED_PREFECT, None)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_clips=24, clips_per_zip=8, num_images=6, part_size=1024)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_prefect_server(request):
+    """One real Prefect server per test process for the scratch projects' commands (kocap.scratch.sh), where
+    a session runs the slow tests: a temporary server started, migrated and stopped by each `kocap run` cost
+    ~30 s of its ~95 s. The newcomer's clone and the tests of temporary servers still start their own."""
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tempfile.mkdtemp(prefix="kocap-test-prefect-server-")
+    env = {**os.environ, "PREFECT_HOME": home}
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(Path(home) / "server.log", "wb") as log:
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_healthy(url + "/health", server, Path(home) / "server.log")
+        os.environ[SHARED_PREFECT] = url
+        yield url
+    finally:
+        os.environ.pop(SHARED_PREFECT, None)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the test session's Prefect server exited: {log.read_text()[-2000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the test session's Prefect server did not answer in {timeout_s:.0f} s: {log}")
 
 
 @pytest.fixture(scope="session")

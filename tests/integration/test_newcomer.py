@@ -23,14 +23,17 @@ from kocap.evaluate.evaluation import fact_scores
 from kocap.evaluate.metrics import most_frequent_caption
 from kocap.evaluate.predict import predict
 from kocap.model.features import CACHE, FeatureStore
-from kocap.scratch import BIN, REPO, make_recipe, newcomer_clone
+from kocap.scratch import BIN, REPO, SHARED_PREFECT, make_recipe, newcomer_clone
 from kocap.train import finetune
 
 from .projects import sh
 
 pytestmark = pytest.mark.slow
 # a newcomer's shell: none of the variables the test session sets (kocap's own defaults apply)
-CLEAN = {k: None for k in (*OFFLINE_ENV, "PREFECT_HOME", "MLFLOW_TRACKING_URI", "KOCAP_PROJECT")}
+CLEAN = {
+    k: None
+    for k in (*OFFLINE_ENV, "PREFECT_HOME", "PREFECT_API_URL", SHARED_PREFECT, "MLFLOW_TRACKING_URI", "KOCAP_PROJECT")
+}
 
 
 def _run(cwd: Path, line: str, timeout: float = 1200):
