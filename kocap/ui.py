@@ -64,8 +64,8 @@ def start(root: Path, prefect_port: int = 4200, mlflow_port: int = 5000, timeout
     }
     (root / STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
     try:
-        _wait_healthy(state["prefect"]["url"] + "/api/health", prefect, root / state["prefect"]["log"], timeout_s)
-        _wait_healthy(state["mlflow"]["url"] + "/health", mlflow, root / state["mlflow"]["log"], timeout_s)
+        wait_healthy(state["prefect"]["url"] + "/api/health", prefect, root / state["prefect"]["log"], timeout_s)
+        wait_healthy(state["mlflow"]["url"] + "/health", mlflow, root / state["mlflow"]["log"], timeout_s)
     except UIError:
         stop(root)
         raise
@@ -112,7 +112,7 @@ def _spawn(cmd: list[str], root: Path, env: dict, name: str) -> subprocess.Popen
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -27,7 +26,12 @@ if _WORKERS > 1:
     # decoding would run on every core beside the other worker (`make test` 48 min against 39, 2026-12-06)
     torch.set_num_threads(int(_THREADS))
 
-_HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-")
+# One PREFECT_HOME and MLflow store per pytest process (controller, each xdist worker). A process it spawns
+# that imports a test module (a frames worker, a killed run) imports this file too and takes its parent's.
+_OWNER = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+_OWN = os.environ.get("KOCAP_TEST_HOME_OF") != _OWNER or not os.environ.get("KOCAP_TEST_HOME")
+_HOME = tempfile.mkdtemp(prefix="kocap-test-prefect-") if _OWN else os.environ["KOCAP_TEST_HOME"]
+os.environ.update(KOCAP_TEST_HOME=_HOME, KOCAP_TEST_HOME_OF=_OWNER)
 os.environ.update({**OFFLINE_ENV, "PREFECT_HOME": _HOME, "MLFLOW_TRACKING_URI": f"sqlite:///{_HOME}/mlflow.db"})
 os.environ.pop("AIHUB_APIKEY", None)
 os.environ.pop("AIHUB_BASE_URL", None)
@@ -38,6 +42,7 @@ import pytest  # noqa: E402
 from kocap.config import SampleParams  # noqa: E402
 from kocap.sample.build import build_aihub_sample  # noqa: E402
 from kocap.scratch import BIN, SHARED_PREFECT  # noqa: E402
+from kocap.ui import wait_healthy  # noqa: E402
 
 os.environ.pop(SHARED_PREFECT, None)
 
@@ -63,25 +68,20 @@ def one_prefect_server(request):
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_healthy(url + "/health", server, Path(home) / "server.log")
+        wait_healthy(url + "/health", server, Path(home) / "server.log", timeout_s=180)
         os.environ[SHARED_PREFECT] = url
         yield url
     finally:
         os.environ.pop(SHARED_PREFECT, None)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
 
 
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the test session's Prefect server exited: {log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the test session's Prefect server did not answer in {timeout_s:.0f} s: {log}")
+def pytest_unconfigure(config):
+    """This process's PREFECT_HOME and MLflow store go with it (each xdist worker made its own)."""
+    if _OWN:
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
