@@ -10,7 +10,8 @@ Trains LoRA + projector from the project's base and stage-1 projector with kocap
 scores teacher-forced: at the first answer position that names a colour (object) word, is the true one
 ranked first among the five colours (three objects)? Training clips (first 64) and every validation clip.
 Prints one JSON line. `steps`, `lr`, `bs`, `r` (LoRA rank) are options; `only=color,obj` keeps the loss
-on those words' tokens (every other label ignored). About 45 s for 300 steps here.
+on those words' tokens (every other label ignored); `fdrop=0.5` zeroes that share of each training clip's
+video tokens before the projector (scaled up by the rest), drawn anew each step. About 45 s for 300 steps here.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def keep_only(labels: torch.Tensor, ids: list[int]) -> torch.Tensor:
     return torch.where(keep, labels, torch.full_like(labels, IGNORE))
 
 
+def dropped(features: torch.Tensor, share: float) -> torch.Tensor:
+    if not share:
+        return features
+    keep = torch.rand(features.shape[0], features.shape[1], 1) >= share
+    return features * keep / (1 - share)
+
+
 @torch.no_grad()
 def ranked_first(model, encoded, features, pad_id: int, ids: dict) -> dict[str, float]:
     hits = {fact: [] for fact in ids}
@@ -87,7 +95,7 @@ def ranked_first(model, encoded, features, pad_id: int, ids: dict) -> dict[str, 
 
 def main(root: Path, opts: dict) -> dict:
     steps, lr, bs = int(opts.get("steps", 300)), float(opts.get("lr", 1e-3)), int(opts.get("bs", 8))
-    rank = int(opts.get("r", 64))
+    rank, drop = int(opts.get("r", 64)), float(opts.get("fdrop", 0))
     cfg = load_config(root / "params.yaml")
     tokenizer = load_tokenizer(str(root / paths.BASE))
     torch.manual_seed(0)
@@ -113,7 +121,9 @@ def main(root: Path, opts: dict) -> dict:
         if not order:
             order = torch.randperm(len(train), generator=shuffle).tolist()
         take, order = order[:bs], order[bs:]
-        labels, inputs = _model_inputs(model, [train[i] for i in take], feats[take], tokenizer.pad_token_id)
+        labels, inputs = _model_inputs(
+            model, [train[i] for i in take], dropped(feats[take], drop), tokenizer.pad_token_id
+        )
         value = answer_loss(model, keep_only(labels, only) if only else labels, **inputs)
         optimizer.zero_grad()
         value.backward()
