@@ -155,6 +155,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             f"at least prefer.min_margin={s.min_margin}; sample more (prefer.candidates, temperature) or lower it"
         )
     before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
+    blind, blind_rows = pairs[held].copy(), other_clips(rows, s.seed)
+    blind[REF[0]], blind[REF[1]] = reference_logprobs(model, tokenizer, store, cfg, blind, blind_rows)
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
         run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
@@ -176,6 +178,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         cfg, "prefer", root, model, batch, spec, root / paths.PREFER_PLOT, save, getattr(env, "track", True)
     )
     after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
+    after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows)
     report = {
         **result,
         "enabled": True,
@@ -183,6 +186,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "heldout_pairs": int(held.sum()),
         "heldout_preference_accuracy_before": before,
         "heldout_preference_accuracy_after": after,
+        "heldout_preference_accuracy_other_videos": after_blind,
         "precision": prec,
         "device": dev,
     }
@@ -238,6 +242,18 @@ def training_clips(root: Path, max_clips: int, seed: int) -> pd.DataFrame:
     if max_clips:
         rows = rows.iloc[np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_clips])]
     return rows.set_index("sample_id", drop=False)
+
+
+def other_clips(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """`rows` with each clip's row (frames, features) replaced by another clip's, under the same index: the
+    held-out pairs scored on videos they were not sampled for tell a preference that reads the clip from
+    one the text alone carries (the evaluation's shuffled-video control, for DPO)."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    source = np.empty(len(rows), dtype=int)
+    source[order] = np.roll(order, -1)  # a cycle through every clip: none keeps its own (given two or more)
+    out = rows.iloc[source].copy()
+    out.index = rows.index
+    return out
 
 
 def heldout(n: int, frac: float, seed: int) -> np.ndarray:

@@ -323,6 +323,8 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
     assert pairs[["ref_chosen", "ref_rejected"]].lt(0).all().all()  # log-probabilities of whole captions
     report = json.loads((project / "reports/prefer.json").read_text(encoding="utf-8"))
     assert report["steps"] > 0 and report["heldout_preference_accuracy_before"] == 0.5  # policy == reference
+    blind = report["heldout_preference_accuracy_other_videos"]  # the held-out pairs on other clips' videos
+    assert (blind is None) == (report["heldout_pairs"] == 0) and (blind is None or 0.0 <= blind <= 1.0)
     client = _mlflow(project)
     latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
     assert latest.tags["prefer"].startswith(f"DPO on {len(pairs)} pairs")

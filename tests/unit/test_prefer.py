@@ -3,13 +3,14 @@ reference and the policy are scored with, and pairs made from scored candidates.
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from kocap.model.presets import video_tokens
 from kocap.model.text import encode
 from kocap.model.video_lm import embed, sequence_logprobs
-from kocap.train.prefer import best_and_worst, dpo_loss, facts_share, repeated_share, score_captions
+from kocap.train.prefer import best_and_worst, dpo_loss, facts_share, other_clips, repeated_share, score_captions
 
 from .test_model_build import CAPTIONS, base  # noqa: F401  (the tiny base checkpoint fixture)
 
@@ -93,3 +94,15 @@ def test_repeats_and_facts_are_read_from_the_text():
     assert repeated_share("") == 0.0
     assert facts_share(REFERENCE, REFERENCE) == 1.0
     assert facts_share("사실이 없는 문장입니다.", REFERENCE) is None  # a reference stating no fact scores none
+
+
+def test_the_video_blind_control_gives_every_clip_another_clips_video():
+    rows = pd.DataFrame({"sample_id": [f"c{i}" for i in range(7)], "frames": [f"f{i}.npy" for i in range(7)]})
+    rows = rows.set_index("sample_id", drop=False)
+    blind = other_clips(rows, seed=3)
+    assert blind.index.tolist() == rows.index.tolist()  # looked up by the pair's own clip id
+    assert (blind["sample_id"].values != rows.index.values).all()  # and every one reads another clip
+    assert sorted(blind["frames"]) == sorted(rows["frames"])  # each video used once
+    assert blind.equals(other_clips(rows, seed=3)) and not blind.equals(other_clips(rows, seed=4))
+    two = rows.iloc[:2]
+    assert other_clips(two, seed=0)["sample_id"].tolist() == ["c1", "c0"]
