@@ -57,6 +57,7 @@ def main() -> None:
                     report.get("heldout_preference_accuracy_before"),
                     report.get("heldout_preference_accuracy_after"),
                 ),
+                "heldout accuracy, other clips' videos": report.get("heldout_preference_accuracy_other_videos"),
                 "attribute accuracy": metrics.get("attribute_accuracy"),
                 "repeated sentences": sum(map(prefer.repeated_share, predictions)) / len(predictions),
                 "cut by budget": metrics["cut_share"],
