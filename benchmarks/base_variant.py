@@ -18,34 +18,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a bare copy
 
+from learning_experiments import generated_paragraphs  # noqa: E402  (beside this file)
+
 import kocap.train.assemble as assemble_stage  # noqa: E402
-from kocap import paths, pipeline  # noqa: E402
+from kocap import pipeline  # noqa: E402
 from kocap.config import load_config  # noqa: E402
 from kocap.env import RunEnv  # noqa: E402
 from kocap.model import build  # noqa: E402
-from kocap.sample.captions import describe  # noqa: E402
-from kocap.sample.scene import draw_scene  # noqa: E402
-
-
-def generated(root: Path, n: int = 4800) -> list[str]:
-    """Paragraphs of freshly drawn scenes, each read once in pre-training: nothing to memorise."""
-    rng = np.random.default_rng(123)
-    return [describe(draw_scene(rng), rng) for _ in range(n)]
-
-
-def clips_only(root: Path) -> list[str]:
-    clips = pd.read_parquet(root / paths.VALID_CLIPS)
-    return clips.loc[clips["split"] == "train", "caption_ko"].tolist()
 
 
 def patch(opts: dict) -> None:
     if opts.get("corpus"):
-        assemble_stage.corpus = {"generated": generated, "clips": clips_only}[opts["corpus"]]
+        assemble_stage.corpus = {
+            "generated": lambda root: generated_paragraphs(4800),  # each read once in pre-training
+            "clips": assemble_stage.training_captions,  # without the stills' captions
+        }[opts["corpus"]]
     if opts.get("heads"):
         heads, kv, size = (int(x) for x in opts["heads"].split(","))
         original = build.tiny_text_config

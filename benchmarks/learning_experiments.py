@@ -100,12 +100,17 @@ def vision_config(lv: Levers):
     return config
 
 
+def generated_paragraphs(n: int) -> list[str]:
+    """Paragraphs of freshly drawn scenes (seeded): text the tiny LM reads once, so cannot memorise."""
+    rng = np.random.default_rng(123)
+    return [describe(draw_scene(rng), rng) for _ in range(n)]
+
+
 def corpus(lv: Levers, original):
     def read(root: Path) -> list[str]:
         texts, kind = original(root), lv.get("corpus", "train")
         if kind == "generated":
-            rng = np.random.default_rng(123)
-            return [describe(draw_scene(rng), rng) for _ in range(lv.get("ngen", 4000))]
+            return generated_paragraphs(lv.get("ngen", 4000))
         if kind == "sentences":
             return [s.strip() + "." for t in texts for s in t.split(". ") if s.strip()]
         return texts

@@ -88,9 +88,12 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 
 def corpus(root: Path) -> list[str]:
     """Training captions (train split) and image captions: what the tiny LM may read."""
+    return training_captions(root) + pd.read_parquet(root / paths.VALID_IMAGES)["caption_ko"].tolist()
+
+
+def training_captions(root: Path) -> list[str]:
     clips = pd.read_parquet(root / paths.VALID_CLIPS)
-    images = pd.read_parquet(root / paths.VALID_IMAGES)
-    return clips.loc[clips["split"] == "train", "caption_ko"].tolist() + images["caption_ko"].tolist()
+    return clips.loc[clips["split"] == "train", "caption_ko"].tolist()
 
 
 def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3ForCausalLM, float]:
