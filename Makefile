@@ -28,7 +28,7 @@ demo: $(STAMP)
 # each test file goes whole to one worker, longest first: a module's tests share one project (tests/conftest.py)
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=40 tests
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow' tests

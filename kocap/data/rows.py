@@ -3,6 +3,7 @@ and the stored frames of one row.
 
     rows = split_rows(root, "val")          # sample_id, split, shard, offset, ..., caption_ko
     frames = open_frames(root, rows.iloc[0])
+    read = frame_reader(root, rows)         # many reads: each shard mapped once; read(i) = row i's frames
 """
 from __future__ import annotations
 
@@ -24,3 +25,11 @@ def split_rows(root: Path, split: str = "train") -> pd.DataFrame:
 def open_frames(root: Path, index_row) -> np.ndarray:
     """The stored frames of one indexed sample (memory-mapped; no copy until used)."""
     return np.load(root / paths.FRAMES / index_row["shard"], mmap_mode="r")[index_row["offset"]]
+
+
+def frame_reader(root: Path, rows: pd.DataFrame):
+    """open_frames for many reads of `rows` by position (a training loop's): each shard is memory-mapped
+    once rather than on every read (300 steps of the tiny tower's pre-training: 3.5 s of 7.5 s were reads)."""
+    shards = {name: np.load(root / paths.FRAMES / name, mmap_mode="r") for name in rows["shard"].unique()}
+    where = list(zip(rows["shard"], rows["offset"]))
+    return lambda i: shards[where[i][0]][where[i][1]]

@@ -24,7 +24,7 @@ from transformers import Qwen3ForCausalLM
 
 from .. import paths
 from ..config import Config
-from ..data.rows import open_frames, split_rows
+from ..data.rows import frame_reader, split_rows
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config
 from ..model.family import family, family_of, pretrained
@@ -155,9 +155,10 @@ def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: C
     opt = torch.optim.AdamW(params, lr=p.lr)
     rng = np.random.default_rng(p.seed)
     losses = []
+    read = frame_reader(root, rows)
     for _ in range(p.pretrain_steps):
         clips = rng.choice(len(rows), size=min(p.batch_size, len(rows)), replace=False)
-        frames = np.stack([open_frames(root, rows.iloc[c])[rng.integers(cfg.frames.num_frames)] for c in clips])
+        frames = np.stack([read(c)[rng.integers(cfg.frames.num_frames)] for c in clips])
         pooled = fam.still_features(inner, frames)
         loss = F.binary_cross_entropy_with_logits(head(pooled.mean(1)), targets[clips])
         loss.backward()

@@ -12,7 +12,14 @@ from kocap.scratch import sh as _sh
 
 from ..conftest import SMALL
 
-QUICK_TRAINING = ["model.tiny_lm.pretrain_steps=5", "stage1.epochs=1", "stage2.epochs=1", "stage2.checkpoint_every=5"]
+# the tiny tower's pre-training is tested on its own (tests/unit/test_tiny_pretraining.py): 10 steps here, not 300
+QUICK_TRAINING = [
+    "model.tiny_lm.pretrain_steps=5",
+    "model.tiny_tower.pretrain_steps=10",
+    "stage1.epochs=1",
+    "stage2.epochs=1",
+    "stage2.checkpoint_every=5",
+]
 # the small sample has a handful of validation clips: the tests of registration and promotion judge on them
 FEW_CLIPS = ["registry.min_clips=1"]
 # METEOR, the default primary metric, needs Java; on a machine without it the lifecycle runs on ROUGE-L

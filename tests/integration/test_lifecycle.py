@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kocap.config import write_overrides
+from kocap.scratch import SHARED_PREFECT
 
 from ..conftest import SMALL
 from .projects import dvc, make_project, sh
@@ -46,6 +47,9 @@ def test_flow_then_dvc_agree(project):
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     assert "didn't change" in _dvc(project, "repro").stdout
     assert any((project / ".dvc-remote").rglob("*")), "outputs reached the local DVC remote"
+    # the module's later runs fan out on threads: `ops` is no stage's param, so nothing reruns for it, and a
+    # local Dask cluster costs each fan-out ~20 s wall, ~40 s CPU here (two worker processes import torch)
+    write_overrides(project / "params.yaml", ["ops.task_runner=thread"])
 
 
 def test_shards_fanned_out_on_dask_equal_a_plain_stage_run(project):
@@ -278,6 +282,8 @@ def test_two_runs_started_at_once_queue_and_leave_consistent_outputs(project):
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
     }
     env.pop("PREFECT_API_URL", None)
+    if os.environ.get(SHARED_PREFECT):  # the session's server, as a user with `make ui` has: no temporary ones
+        env["PREFECT_API_URL"] = os.environ[SHARED_PREFECT]
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "kocap.cli", "run", "--wait", "900", f"eval.seed={seed}"],

@@ -62,6 +62,18 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path):
     assert load_config(path).data.sample.num_clips == 30  # nothing written on a refused override
 
 
+def test_a_rate_written_as_an_exponent_reaches_params_yaml_as_a_number(tmp_path):
+    """`kocap run prefer.lr=3e-4`: YAML 1.1 would keep `3e-4` a string, and dvc.lock would record one."""
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    write_overrides(path, ["prefer.lr=3e-4", "stage2.lr=1.5E-3", "registry.model_name=1e5x"])
+    written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert written["prefer"]["lr"] == 3e-4 and written["stage2"]["lr"] == 1.5e-3
+    assert written["registry"]["model_name"] == "1e5x"  # not a number: stays the text it was
+
+
 def test_dvc_yaml_is_generated_from_the_stage_table():
     assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == pipeline.dvc_yaml()
 
