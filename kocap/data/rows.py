@@ -4,6 +4,7 @@ and the stored frames of one row.
     rows = split_rows(root, "val")          # sample_id, split, shard, offset, ..., caption_ko
     frames = open_frames(root, rows.iloc[0])
     read = frame_reader(root, rows)         # many reads: each shard mapped once; read(i) = row i's frames
+    others = rows.iloc[derangement(len(rows), seed)]  # each row another row's: the video-blind controls
 """
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def frame_reader(root: Path, rows: pd.DataFrame):
     shards = {name: np.load(root / paths.FRAMES / name, mmap_mode="r") for name in rows["shard"].unique()}
     where = list(zip(rows["shard"], rows["offset"]))
     return lambda i: shards[where[i][0]][where[i][1]]
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """Position i takes row source[i]: a seeded cycle through every row, so none keeps its own (given two or
+    more). The video-blind controls (evaluation's shuffled videos, the preference stage's held-out pairs)
+    use it: a plain permutation leaves about one clip its own video and flatters the control."""
+    order = np.random.default_rng(seed).permutation(n)
+    source = np.empty(n, dtype=int)
+    source[order] = np.roll(order, -1)
+    return source

@@ -1,7 +1,7 @@
 """Validation captions for the evaluate stage, made in shards so any executor can make them.
 
     jobs = pending_shards(cfg, root)      # plain dicts: Prefect tasks, a Dask cluster or a loop run them
-    run_job(jobs[0])                      # one shard -> .kocap-cache/eval-v2/<key>.json
+    run_job(jobs[0])                      # one shard -> .kocap-cache/eval-v3/<key>.json
     predictions, cut, shuffled, budget = predict(cfg, root)   # collects (and makes what is missing)
 
 Captions are made in shards of SHARD clips, each with its own seed and cached by content, so a
@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import paths
 from ..config import Config
-from ..data.rows import split_rows
+from ..data.rows import derangement, split_rows
 from ..io import write_json
 from ..model import runtime
 from ..model.captioner import Captioner, generation_budget, trained_adapter
@@ -30,12 +30,12 @@ from ..model.text import load_tokenizer
 from .metrics import require
 
 SHARD = 16  # clips per evaluation shard (= one generation batch, so sharding never changes a caption)
-CACHE = ".kocap-cache/eval-v2"  # v2: shards hold captions and cut-by-budget flags
+CACHE = ".kocap-cache/eval-v3"  # v2: shards hold captions and cut-by-budget flags; v3: the control is a derangement
 
 
 def _order(cfg: Config, n: int, which: str) -> np.ndarray:
-    """Which validation clip's video each caption is made from: its own, or a shuffled one (the control)."""
-    return np.random.default_rng(cfg.eval.seed).permutation(n) if which == "shuffled" else np.arange(n)
+    """Which validation clip's video each caption is made from: its own, or another clip's (the control)."""
+    return derangement(n, cfg.eval.seed) if which == "shuffled" else np.arange(n)
 
 
 def predict(cfg: Config, root: Path) -> tuple[list[str], list[bool], list[str], int]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .. import paths
 from ..config import Config
-from ..data.rows import split_rows
+from ..data.rows import derangement, split_rows
 from ..evaluate.metrics import clip_scores, require, sentences
 from ..io import write_json, write_parquet
 from ..model import runtime
@@ -248,10 +248,7 @@ def other_clips(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     """`rows` with each clip's row (frames, features) replaced by another clip's, under the same index: the
     held-out pairs scored on videos they were not sampled for tell a preference that reads the clip from
     one the text alone carries (the evaluation's shuffled-video control, for DPO)."""
-    order = np.random.default_rng(seed).permutation(len(rows))
-    source = np.empty(len(rows), dtype=int)
-    source[order] = np.roll(order, -1)  # a cycle through every clip: none keeps its own (given two or more)
-    out = rows.iloc[source].copy()
+    out = rows.iloc[derangement(len(rows), seed)].copy()
     out.index = rows.index
     return out
 

@@ -12,13 +12,16 @@ from kocap.scratch import sh as _sh
 
 from ..conftest import SMALL
 
-# the tiny tower's pre-training is tested on its own (tests/unit/test_tiny_pretraining.py): 10 steps here, not 300
+# The tiny tower's pre-training and the data-derived generation budget are tested on their own
+# (tests/unit/test_tiny_pretraining.py, test_production_path.py; the micro preset and the newcomer's demo keep
+# `auto`): here 10 tower steps, not 300, and 48 new tokens, not ~350 (a quick model runs to the budget).
 QUICK_TRAINING = [
     "model.tiny_lm.pretrain_steps=5",
     "model.tiny_tower.pretrain_steps=10",
     "stage1.epochs=1",
     "stage2.epochs=1",
     "stage2.checkpoint_every=5",
+    "eval.max_new_tokens=48",
 ]
 # the small sample has a handful of validation clips: the tests of registration and promotion judge on them
 FEW_CLIPS = ["registry.min_clips=1"]

@@ -321,6 +321,7 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
     if not (project / "dvc.lock").exists():  # run alone (-k): the module's earlier tests trained stage 2
         _kocap(project)
     overrides = ["prefer.enabled=true", "prefer.max_clips=12", "prefer.candidates=3", "prefer.epochs=1"]
+    overrides += ["eval.max_new_tokens=auto"]  # whole captions to rank (48 tokens would cut every one alike)
     summary, _ = _kocap(project, *overrides)
     assert all(summary[s]["ran"] is True for s in ("prefer", "evaluate", "register")) and not summary["finetune"]["ran"]
     pairs = pd.read_parquet(project / "data/preferences.parquet")

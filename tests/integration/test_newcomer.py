@@ -108,8 +108,9 @@ def test_make_demo_succeeds_on_a_fresh_clone(demo):
 
 
 # What the model must beat the video-blind controls by, in mean attribute accuracy (the facts the generator
-# drew), on the validation clips. Measured on the defaults (1,200 steps): 0.21 over shuffled videos, 0.24 over
-# the most frequent caption; the same training with the video zeroed out: 0.00 over shuffled videos (below).
+# drew), on the validation clips. Measured on the defaults (1,200 steps): 0.21 over shuffled videos (0.18 with
+# the control drawn as a derangement, 2026-12-07), 0.24 over the most frequent caption; the same training with
+# the video zeroed out: 0.00 over shuffled videos (below).
 MARGIN = 0.15
 
 
@@ -151,7 +152,8 @@ def test_a_run_that_changes_the_base_registers_a_version_that_points_at_the_new_
     """register's dvc.lock entry still names v1's base and adapter when v2 registers: v2 must not."""
     clone, _ = demo
     before = _produced(clone)
-    _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 model.tiny_lm.pretrain_steps=40 stage2.epochs=1")
+    quick = "model.tiny_lm.pretrain_steps=40 model.tiny_tower.pretrain_steps=10 stage2.epochs=1"  # lineage, not quality
+    _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 {quick}")
     after = _produced(clone)
     assert after["models/base"] != before["models/base"] and after["models/finetune"] != before["models/finetune"]
     versions = sorted(int(v.version) for v in _mlflow(clone).search_model_versions("name='kocap'"))

@@ -226,7 +226,7 @@ def test_the_micro_preset_runs_the_lifecycle_and_a_fresh_clone_captions_with_it(
     (fetched from the remote by hash)."""
     import shutil
 
-    project = make_project(tmp_path / "project", ["model.preset=micro"])
+    project = make_project(tmp_path / "project", ["model.preset=micro", "eval.max_new_tokens=auto"])
     sh([sys.executable, "-m", "kocap.cli", "micro-preset"], project)
     sh([sys.executable, "-m", "kocap.cli", "run"], project, timeout=1500)
     assemble_report = json.loads((project / "reports/assemble.json").read_text())

@@ -217,3 +217,16 @@ def test_the_report_opens_with_the_attribute_chart_and_marks_each_clips_facts(tm
     assert page[page.index("<h3>c0</h3>") : page.index("<h3>c1</h3>")].count("✓") == len(
         [v for v in read_facts(refs[0]).values() if v is not None]
     )
+
+
+@pytest.mark.parametrize("n", [2, 3, 42, 203])
+def test_the_shuffled_video_control_never_gives_a_clip_its_own_video(n):
+    """evaluation's control (and the preference stage's): every clip captioned from another clip's video,
+    each video used once, the same for the same seed. A plain permutation leaves ~1 clip its own video."""
+    from kocap.config import load_config
+    from kocap.evaluate.predict import _order
+
+    cfg = load_config(overrides=["eval.seed=7"])
+    order = _order(cfg, n, "shuffled")
+    assert (order != np.arange(n)).all() and sorted(order) == list(range(n))
+    assert np.array_equal(order, _order(cfg, n, "shuffled")) and np.array_equal(_order(cfg, n, "model"), np.arange(n))
