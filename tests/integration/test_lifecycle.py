@@ -345,6 +345,7 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
     assert md5(adapter) == md5(project / "models/prefer/adapter") != md5(project / "models/finetune/adapter")
     assert json.loads(_dvc(project, "status", "--json").stdout) == {}
     assert "Running stage" not in _dvc(project, "repro").stdout
+    write_overrides(project / "params.yaml", ["eval.max_new_tokens=48"])  # the module's later runs: quick again
 
 
 def test_compare_scores_every_version_on_the_current_clips_and_reproduces_evaluation(project):

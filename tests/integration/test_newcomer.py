@@ -149,10 +149,11 @@ def test_the_learning_test_catches_a_visual_path_that_carries_nothing(demo, tmp_
 
 
 def test_a_run_that_changes_the_base_registers_a_version_that_points_at_the_new_base(demo):
-    """register's dvc.lock entry still names v1's base and adapter when v2 registers: v2 must not."""
+    """register's dvc.lock entry still names v1's base and adapter when v2 registers: v2 must not. (A quick
+    second run: what it proves is lineage, not quality.)"""
     clone, _ = demo
     before = _produced(clone)
-    quick = "model.tiny_lm.pretrain_steps=40 model.tiny_tower.pretrain_steps=10 stage2.epochs=1"  # lineage, not quality
+    quick = "model.tiny_lm.pretrain_steps=40 model.tiny_tower.pretrain_steps=10 stage2.epochs=1 eval.max_new_tokens=48"
     _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 {quick}")
     after = _produced(clone)
     assert after["models/base"] != before["models/base"] and after["models/finetune"] != before["models/finetune"]
