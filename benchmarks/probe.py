@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a bare copy
 
 from kocap import paths  # noqa: E402
-from kocap.data.rows import open_frames, split_rows  # noqa: E402
+from kocap.data.rows import frame_reader, split_rows  # noqa: E402
 from kocap.model.build import load_base  # noqa: E402
 from kocap.model.features import FeatureStore  # noqa: E402
 from kocap.sample.facts import FACTS, read_facts  # noqa: E402
@@ -44,7 +44,8 @@ def ridge_accuracy(xtr, ytr, xva, yva) -> float:
 
 def views(root: Path, rows, store) -> dict[str, np.ndarray]:
     feats = store.get(rows).numpy()  # (N, frames * tokens, width)
-    frames = np.stack([open_frames(root, r) for _, r in rows.iterrows()])  # (N, k, S, S, 3)
+    read = frame_reader(root, rows)  # each shard mapped once
+    frames = np.stack([read(i) for i in range(len(rows))])  # (N, k, S, S, 3)
     n, k, s = frames.shape[:3]
     small = frames.reshape(n, k, 8, s // 8, 8, s // 8, 3).mean((3, 5))
     return {

@@ -19,7 +19,7 @@ import torch
 
 from kocap import paths
 from kocap.config import load_config
-from kocap.data.rows import open_frames, split_rows
+from kocap.data.rows import frame_reader, split_rows
 from kocap.model.build import load_qlora
 from kocap.model.features import FeatureStore
 from kocap.model.text import load_tokenizer
@@ -28,7 +28,8 @@ from kocap.train.samples import warm_and_encode
 
 
 def frames_of(root: Path, rows) -> np.ndarray:
-    return np.stack([open_frames(root, r) for _, r in rows.iterrows()])
+    read = frame_reader(root, rows)  # each shard mapped once
+    return np.stack([read(i) for i in range(len(rows))])
 
 
 def measure(model, step_features, encoded, rows, batch: int, steps: int, pad: int) -> float:

@@ -72,9 +72,18 @@ SHARED_PREFECT = "KOCAP_SCRATCH_PREFECT_API_URL"
 
 
 def sh(cmd, cwd: Path, timeout: float | None = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command in a project as a user would there (its own PREFECT_HOME and MLflow DB unless given;
-    None in `env` removes a variable); a failure raises with the end of its output. Flow runs go to the
-    server named by SHARED_PREFECT when one is, else to each command's own temporary server."""
+    """Run a command in a project as a user would there (the environment of `project_env`); a failure
+    raises with the end of its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(cwd, env), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def project_env(cwd: Path, env: dict | None = None) -> dict:
+    """A command's environment in a project: its own PREFECT_HOME and MLflow DB unless given (None in `env`
+    removes a variable). Flow runs go to the server named by SHARED_PREFECT when one is, else to each
+    command's own temporary server."""
     full = {
         **os.environ,
         "PREFECT_HOME": str(cwd / ".prefect"),
@@ -86,8 +95,4 @@ def sh(cmd, cwd: Path, timeout: float | None = 600, env: dict | None = None) -> 
     if shared and not servers(cwd):  # the project's own `make ui` servers win, as they do for a user
         full["PREFECT_API_URL"] = shared
     full.update(env or {})
-    full = {k: v for k, v in full.items() if v is not None}
-    proc = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode:
-        raise RuntimeError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+    return {k: v for k, v in full.items() if v is not None}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kocap.config import write_overrides
-from kocap.scratch import SHARED_PREFECT
+from kocap.scratch import project_env
 
 from ..conftest import SMALL
 from .projects import dvc, make_project, sh
@@ -276,14 +276,7 @@ def test_a_second_run_or_a_stage_in_the_same_workspace_stops_with_a_clear_messag
 
 
 def test_two_runs_started_at_once_queue_and_leave_consistent_outputs(project):
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(project / ".prefect"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-    }
-    env.pop("PREFECT_API_URL", None)
-    if os.environ.get(SHARED_PREFECT):  # the session's server, as a user with `make ui` has: no temporary ones
-        env["PREFECT_API_URL"] = os.environ[SHARED_PREFECT]
+    env = project_env(project)  # as every scratch command: the session's Prefect server, no temporary ones
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "kocap.cli", "run", "--wait", "900", f"eval.seed={seed}"],
