@@ -177,7 +177,7 @@ class ModelParams(_Section):
             llm="tiny",
             image_size=64,
             patch_size=8,
-            stage2=TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64, epochs=72),  # README: colour
+            stage2=TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64, epochs=60),  # README: colour
         ),
         "qwen3-8b": Preset(
             vision="openai/clip-vit-large-patch14-336",
