@@ -326,28 +326,38 @@ def stage1_peak(preset: str, model, cfg, dev: str, prec: str) -> None:
 
 def dpo_peak(preset: str, model, feats, chosen, pad_id: int, dev: str, prec: str) -> None:
     """One step of the prefer stage (DPO) at the preset's prefer batch: chosen and rejected captions of
-    each clip in one forward pass, projector frozen, LoRA trained, reference log-probabilities given."""
+    each clip in one forward pass, projector frozen, LoRA trained, reference log-probabilities given; with
+    prefer.video_weight (mDPO's term) a third sequence a pair, the chosen caption on another video."""
     from kocap.config import load_config
     from kocap.model import runtime
     from kocap.model.video_lm import sequence_logprobs
     from kocap.train.prefer import dpo_loss
 
-    pairs = load_config(overrides=[f"model.preset={preset}"]).prefer.batch_size
+    params = load_config(overrides=[f"model.preset={preset}"]).prefer
+    pairs, sides = params.batch_size, 3 if params.video_weight else 2
     frozen = [p for n, p in model.named_parameters() if ".multi_modal_projector." in n and p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     rejected = replace(chosen, answer=chosen.answer[: len(chosen.answer) // 2])  # a shorter caption
     reset_peak(dev)
     with runtime.autocast(prec, dev):
-        logp = sequence_logprobs(model, [chosen] * pairs + [rejected] * pairs, feats.repeat(2 * pairs, 1, 1), pad_id)
-        ref = logp.detach() - 1.0
-        value, _ = dpo_loss(logp[:pairs], logp[pairs:], ref[:pairs], ref[pairs:], beta=0.1)
+        texts, videos = [chosen] * pairs + [rejected] * pairs, [feats.repeat(2 * pairs, 1, 1)]
+        if sides == 3:  # the chosen caption again, on another (here: reversed) video
+            texts, videos = texts + [chosen] * pairs, videos + [feats.flip(1).repeat(pairs, 1, 1)]
+        logp = sequence_logprobs(model, texts, torch.cat(videos), pad_id).split(pairs)
+        ref = [side.detach() - 1.0 for side in logp]
+        value, _ = dpo_loss(logp[0], logp[1], ref[0], ref[1], beta=0.1)
+        if sides == 3:
+            value = value + params.video_weight * dpo_loss(logp[0], logp[2], ref[0], ref[2], beta=0.1)[0]
     value.backward()
     model.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(True)
     record(
-        preset, "DPO step peak GiB (alloc / reserved)", peak_gib(dev), f"{pairs} pair(s), {len(chosen)} tokens, {prec}"
+        preset,
+        "DPO step peak GiB (alloc / reserved)",
+        peak_gib(dev),
+        f"{pairs} pair(s) x {sides} sequences, {len(chosen)} tokens, {prec}",
     )
 
 

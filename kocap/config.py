@@ -309,6 +309,7 @@ class PreferParams(_Section):
     min_margin: float = Field(0.05, ge=0, le=100, allow_inf_nan=False)  # best - worst score below this: no pair
     heldout_frac: float = Field(0.2, ge=0, lt=1)  # pairs kept out of training: their preference accuracy is reported
     beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
+    video_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)  # mDPO's conditional term (train/prefer.py)
     epochs: int = Field(3, ge=1, le=1000)
     lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.prefer)
     batch_size: int | None = Field(None, ge=1, le=4096)  # pairs per micro-batch

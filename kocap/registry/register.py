@@ -185,7 +185,8 @@ def prefer_tag(cfg: Config, root: Path) -> str:
     if not cfg.prefer.enabled:
         return "off (stage 2's adapter)"
     report = json.loads((root / paths.PREFER_REPORT).read_text(encoding="utf-8"))
-    return f"DPO on {report['pairs']} pairs (beta {cfg.prefer.beta}, {report['steps']} steps)"
+    video = f", video term {cfg.prefer.video_weight}" if cfg.prefer.video_weight else ""
+    return f"DPO on {report['pairs']} pairs (beta {cfg.prefer.beta}{video}, {report['steps']} steps)"
 
 
 def serving_requirements() -> list[str] | None:

@@ -16,6 +16,11 @@ The loss is LLaVA-Hound's (the DPO recipe of LLaVA-NeXT-Video): pure sigmoid DPO
 log-probabilities of the answer tokens (`video_lm.sequence_logprobs`, the same answer masking as stage
 2). The reference model is the stage-2 model itself: its log-probabilities are computed once before
 training and stored with the pairs, so no frozen copy sits beside the trained one on a T4.
+
+DPO on captions alone can learn a preference the text carries without the clip (the held-out pairs
+ranked as well on other clips' videos; README). `prefer.video_weight` adds mDPO's conditional term
+(Wang et al. 2024): the same sigmoid loss with the chosen caption on its own clip preferred over the
+chosen caption on another training clip's video, so the reward has to come from the video.
 """
 
 from __future__ import annotations
@@ -144,7 +149,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     model = load_stage2(root, prec, dev)
     store = FeatureStore(model, root)
     rows = training_clips(root, s.max_clips, s.seed)
-    pairs = preference_pairs(cfg, root, model, tokenizer, store, rows)
+    others = other_clips(rows, s.seed + 1) if s.video_weight else None  # the conditional term's videos
+    pairs = preference_pairs(cfg, root, model, tokenizer, store, rows, others)
     held = heldout(len(pairs), s.heldout_frac, s.seed)
     pairs["heldout"] = held
     write_parquet(pairs, root / paths.PREFERENCES)
@@ -154,9 +160,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             f"no training pairs: {len(pairs)} pair(s) from {s.candidates} candidates per clip with a score gap of "
             f"at least prefer.min_margin={s.min_margin}; sample more (prefer.candidates, temperature) or lower it"
         )
-    before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
+    before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
     blind, blind_rows = pairs[held].copy(), other_clips(rows, s.seed)
-    blind[REF[0]], blind[REF[1]] = reference_logprobs(model, tokenizer, store, cfg, blind, blind_rows)
+    blind[list(REF)] = np.array(reference_logprobs(model, tokenizer, store, cfg, blind, blind_rows, None)).T
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
         run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
@@ -165,7 +171,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
 
     def batch(micro: int):
         take = pairs.iloc[train[schedule.indices(micro)]]
-        loss, stats, tokens = pair_loss(model, tokenizer, store, cfg, take, rows)
+        loss, stats, tokens = pair_loss(model, tokenizer, store, cfg, take, rows, others)
         return loss, len(take), tokens, stats
 
     def save():
@@ -177,8 +183,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     result = train_tracked(
         cfg, "prefer", root, model, batch, spec, root / paths.PREFER_PLOT, save, getattr(env, "track", True)
     )
-    after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows)
-    after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows)
+    after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
+    after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows, None)
+    video = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others, "video_preference_accuracy")
     report = {
         **result,
         "enabled": True,
@@ -187,6 +194,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "heldout_preference_accuracy_before": before,
         "heldout_preference_accuracy_after": after,
         "heldout_preference_accuracy_other_videos": after_blind,
+        "video_weight": s.video_weight,
+        "heldout_own_video_preferred": video,  # chosen on its clip over on another's (None: video_weight 0)
         "precision": prec,
         "device": dev,
     }
@@ -208,7 +217,7 @@ def skip(root: Path) -> dict:
     return report
 
 
-REF = ("ref_chosen", "ref_rejected")
+REF = ("ref_chosen", "ref_rejected", "ref_chosen_other")
 PAIR_COLUMNS = [
     "sample_id",
     "chosen",
@@ -218,6 +227,7 @@ PAIR_COLUMNS = [
     "why",
     "ref_chosen",
     "ref_rejected",
+    "ref_chosen_other",  # the chosen caption on another clip's video (prefer.video_weight > 0; else NaN)
 ]
 
 
@@ -260,9 +270,9 @@ def heldout(n: int, frac: float, seed: int) -> np.ndarray:
     return mask
 
 
-def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.DataFrame) -> pd.DataFrame:
+def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.DataFrame, others) -> pd.DataFrame:
     """Candidates sampled per training clip, scored and paired, with the reference log-probabilities
-    (the stage-2 model before any DPO step) of both sides."""
+    (the stage-2 model before any DPO step) of both sides, and of the chosen on `others`' videos."""
     from ..evaluate.predict import model_stamps, resolved_budget
 
     s, budget, facts = cfg.prefer, resolved_budget(cfg, root), cfg.data.source == "sample"
@@ -280,9 +290,9 @@ def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.
                 out.append(pair)
     pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:6])
     pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1], model)
-    ref_chosen, ref_rejected = reference_logprobs(model, tokenizer, store, cfg, pairs, rows)
+    ref = reference_logprobs(model, tokenizer, store, cfg, pairs, rows, others)
     log.info("%d preference pairs from %d clips (%d too long dropped)", len(pairs), len(rows), dropped)
-    return pairs.assign(ref_chosen=ref_chosen, ref_rejected=ref_rejected)
+    return pairs.assign(**dict(zip(REF, ref)))
 
 
 def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: int, budget: int, key: str) -> list:
@@ -344,43 +354,58 @@ def _encodable(pairs: pd.DataFrame, tokenizer, cfg: Config, media_tokens: int, m
     return pairs.loc[keep].reset_index(drop=True), len(pairs) - len(keep)
 
 
-def pair_logprobs(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows) -> tuple[torch.Tensor, ...]:
-    """Sequence log-probabilities of the chosen and of the rejected captions of `take`, in one forward pass
-    (each clip's features twice), and the tokens that pass saw."""
+def pair_logprobs(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows, others) -> tuple:
+    """Sequence log-probabilities of the chosen and of the rejected captions of `take` on their clips, and
+    with `others` (other_clips) of the chosen on another clip's video (else None), in one forward pass;
+    and the tokens that pass saw."""
     features = store.get(rows.loc[take.sample_id])
     n, media = features.shape[1], video_media(model, features.shape[1])
-    texts = [*take.chosen, *take.rejected]
+    texts, videos = [*take.chosen, *take.rejected], [features, features]
+    if others is not None:
+        texts, videos = [*texts, *take.chosen], [*videos, store.get(others.loc[take.sample_id])]
     encoded = [encode(tokenizer, cfg.model.prompt, t, n, cfg.model.max_length, **media) for t in texts]
-    logp = sequence_logprobs(model, encoded, torch.cat([features, features]), tokenizer.pad_token_id)
-    return logp[: len(take)], logp[len(take) :], sum(len(e) for e in encoded)
+    logp = sequence_logprobs(model, encoded, torch.cat(videos), tokenizer.pad_token_id).split(len(take))
+    return logp[0], logp[1], logp[2] if others is not None else None, sum(len(e) for e in encoded)
 
 
 @torch.no_grad()
-def reference_logprobs(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows) -> tuple[list, list]:
-    """Both sides' log-probabilities under the model as stage 2 left it, computed once, a pair at a time:
-    `pair_accuracy` repeats exactly this computation, so an unchanged model ties (0.5), bit for bit."""
+def reference_logprobs(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows, others) -> tuple[list, ...]:
+    """The log-probabilities of pair_logprobs (chosen, rejected, chosen on another video: NaN without `others`)
+    under the model as stage 2 left it, computed once, a pair at a time: `pair_accuracy` repeats exactly this
+    computation, so an unchanged model ties (0.5), bit for bit."""
     model.eval()
-    sides = [pair_logprobs(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows) for i in range(len(pairs))]
-    return [float(c) for c, _, _ in sides], [float(r) for _, r, _ in sides]
+    out = ([], [], [])
+    for i in range(len(pairs)):
+        *logp, _ = pair_logprobs(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows, others)
+        for column, value in zip(out, logp):
+            column.append(float("nan") if value is None else float(value))
+    return out
 
 
-def pair_loss(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows) -> tuple[torch.Tensor, dict, int]:
-    """The DPO loss of a micro-batch of pairs, its reward figures, and the tokens it saw."""
-    chosen, rejected, tokens = pair_logprobs(model, tokenizer, store, cfg, take, rows)
-    ref_c, ref_r = (torch.tensor(take[c].values, dtype=torch.float32, device=chosen.device) for c in REF)
+def pair_loss(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows, others) -> tuple[torch.Tensor, dict, int]:
+    """The DPO loss of a micro-batch of pairs, plus `video_weight` × the conditional term with `others`, its
+    reward figures, and the tokens it saw."""
+    chosen, rejected, chosen_other, tokens = pair_logprobs(model, tokenizer, store, cfg, take, rows, others)
+    ref_c, ref_r, ref_o = (torch.tensor(take[c].values, dtype=torch.float32, device=chosen.device) for c in REF)
     loss, stats = dpo_loss(chosen, rejected, ref_c, ref_r, cfg.prefer.beta)
+    if chosen_other is not None:
+        video_loss, video = dpo_loss(chosen, chosen_other, ref_c, ref_o, cfg.prefer.beta)
+        loss = loss + cfg.prefer.video_weight * video_loss
+        stats |= {f"video_{k}": v for k, v in video.items()}  # video_reward_margin, video_preference_accuracy
     return loss, stats, tokens
 
 
 @torch.no_grad()
-def pair_accuracy(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows) -> float | None:
-    """Preference accuracy of the model's implicit reward on `pairs` (0.5 before any DPO step)."""
-    if not len(pairs):
+def pair_accuracy(
+    model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows, others, key: str = "preference_accuracy"
+) -> float | None:
+    """Preference accuracy of the model's implicit reward on `pairs` (0.5 before any DPO step); with `key`
+    video_preference_accuracy, how often it rewards the chosen on its own clip over on another's video."""
+    if not len(pairs) or (key != "preference_accuracy" and others is None):
         return None
     model.eval()
     ranked = sum(
-        pair_loss(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows)[1]["preference_accuracy"]
-        for i in range(len(pairs))
+        pair_loss(model, tokenizer, store, cfg, pairs.iloc[i : i + 1], rows, others)[1][key] for i in range(len(pairs))
     )
     model.train()
     return ranked / len(pairs)

@@ -86,7 +86,7 @@ def test_finetune_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp
 def test_the_preference_stage_resumes_after_kill_and_ends_like_an_unbroken_run(prepared, tmp_path):
     stage2 = SMALL_SAMPLE + ["stage2.epochs=4"]
     dpo = ["prefer.enabled=true", "prefer.max_clips=12", "prefer.candidates=3", "prefer.batch_size=2"]
-    dpo += ["prefer.epochs=3", "prefer.checkpoint_every=2"]
+    dpo += ["prefer.epochs=3", "prefer.checkpoint_every=2", "prefer.video_weight=1.0"]  # the video term resumes too
     trained = _copy(prepared, tmp_path / "s2")
     align.run(load_config(REPO / "params.yaml", stage2), trained)
     finetune.run(load_config(REPO / "params.yaml", stage2), trained)
@@ -99,6 +99,7 @@ def test_the_preference_stage_resumes_after_kill_and_ends_like_an_unbroken_run(p
     resumed, unbroken = prefer.run(cfg, killed), prefer.run(cfg, clean)
     assert resumed["resumed_from"] >= 4 and unbroken["resumed_from"] == 0
     assert resumed["steps"] == unbroken["steps"] > 4
-    assert resumed["heldout_preference_accuracy_after"] == unbroken["heldout_preference_accuracy_after"]
+    for figure in ("heldout_preference_accuracy_after", "heldout_own_video_preferred"):
+        assert resumed[figure] == unbroken[figure]
     a, b = _last_trainable(checkpoints), _last_trainable(clean / paths.PREFER / "checkpoints")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

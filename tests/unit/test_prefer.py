@@ -106,3 +106,45 @@ def test_the_video_blind_control_gives_every_clip_another_clips_video():
     assert blind.equals(other_clips(rows, seed=3)) and not blind.equals(other_clips(rows, seed=4))
     two = rows.iloc[:2]
     assert other_clips(two, seed=0)["sample_id"].tolist() == ["c1", "c0"]
+
+
+class ClipFeatures:
+    """FeatureStore's reading side over fixed tensors: rows' `clip` column picks each clip's features."""
+
+    def __init__(self, features: dict[str, torch.Tensor]):
+        self.features = features
+
+    def get(self, rows: pd.DataFrame) -> torch.Tensor:
+        return torch.stack([self.features[c] for c in rows["clip"]])
+
+
+def test_the_video_term_prefers_the_chosen_caption_on_its_own_clip_over_another_clips_video(base):  # noqa: F811
+    """mDPO's conditional term (prefer.video_weight): the third sequence is the chosen caption on the
+    `others` clip's video, and the loss adds weight × DPO(chosen on its clip, chosen on the other)."""
+    from kocap.config import Config
+    from kocap.train.prefer import REF, pair_logprobs, pair_loss, reference_logprobs
+
+    _, tok, _, _, model = base
+    torch.manual_seed(2)
+    model.eval()
+    cfg = Config(prefer={"video_weight": 2.0}, model={"prompt": "묘사해주세요.", "max_length": 512})
+    n, width = video_tokens(model.config, 8), model.config.vision_config.hidden_size
+    store = ClipFeatures({c: torch.randn(n, width) for c in ("a", "b")})
+    rows = pd.DataFrame({"clip": ["a", "b"]}, index=["a", "b"])
+    pairs = pd.DataFrame({"sample_id": ["a", "b"], "chosen": CAPTIONS[:2], "rejected": CAPTIONS[1::-1]})
+    others = other_clips(rows, 0)  # a's row holds b's video and b's a's
+    with torch.no_grad():
+        chosen, rejected, on_other, _ = pair_logprobs(model, tok, store, cfg, pairs, rows, others)
+        swapped = pair_logprobs(model, tok, store, cfg, pairs, others, None)  # the same captions, videos swapped
+        assert pair_logprobs(model, tok, store, cfg, pairs, rows, None)[2] is None  # off: two sequences a pair
+    assert torch.allclose(on_other, swapped[0], atol=1e-4) and not torch.allclose(on_other, chosen, atol=1e-3)
+
+    ref = reference_logprobs(model, tok, store, cfg, pairs, rows, others)
+    pairs[list(REF)] = torch.tensor(ref).T.numpy() - 0.5  # a reference the policy is 0.5 nats above on every side
+    with torch.no_grad():
+        loss, stats, _ = pair_loss(model, tok, store, cfg, pairs, rows, others)
+    plain = dpo_loss(chosen, rejected, chosen - 0.5, rejected - 0.5, beta=0.1)[0]
+    video = dpo_loss(chosen, on_other, chosen - 0.5, on_other - 0.5, beta=0.1)[0]
+    assert loss.item() == pytest.approx(plain.item() + 2.0 * video.item(), abs=1e-4)
+    assert stats["video_preference_accuracy"] == 0.5  # the policy is its reference, shifted evenly: a tie
+    assert math.isnan(reference_logprobs(model, tok, store, cfg, pairs, rows, None)[2][0])
