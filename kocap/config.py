@@ -123,7 +123,7 @@ class Preset(_Section):
     pretrained: bool = False  # vision and llm name one trained video-language checkpoint, taken whole: no stage 1
     stage1: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8)
     stage2: TrainDefaults = TrainDefaults(lr=1e-3, batch_size=8, lora_r=64, lora_alpha=64, epochs=12)
-    prefer: TrainDefaults = TrainDefaults(lr=1e-4, batch_size=4)  # pairs; 1e-3 undid stage 2 (README)
+    prefer: TrainDefaults = TrainDefaults(lr=3e-5, batch_size=4)  # pairs; 1e-4 and above cost facts (README)
     eval_batch_size: int = Field(16, ge=1, le=4096)  # clips per generation batch: what fits beside the KV cache
 
     @field_validator("image_size")
@@ -309,7 +309,7 @@ class PreferParams(_Section):
     min_margin: float = Field(0.05, ge=0, le=100, allow_inf_nan=False)  # best - worst score below this: no pair
     heldout_frac: float = Field(0.2, ge=0, lt=1)  # pairs kept out of training: their preference accuracy is reported
     beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
-    video_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)  # mDPO's conditional term (train/prefer.py)
+    video_weight: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)  # mDPO's conditional term (train/prefer.py)
     epochs: int = Field(3, ge=1, le=1000)
     lr: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # null: the preset's (model.presets.NAME.prefer)
     batch_size: int | None = Field(None, ge=1, le=4096)  # pairs per micro-batch
