@@ -149,7 +149,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     model = load_stage2(root, prec, dev)
     store = FeatureStore(model, root)
     rows = training_clips(root, s.max_clips, s.seed)
-    others = other_clips(rows, s.seed + 1) if s.video_weight else None  # the conditional term's videos
+    videos = other_clips(rows, s.seed + 1)  # the video term's: each chosen caption on another clip's video
+    others = videos if s.video_weight else None  # trained on only with prefer.video_weight
     pairs = preference_pairs(cfg, root, model, tokenizer, store, rows, others)
     held = heldout(len(pairs), s.heldout_frac, s.seed)
     pairs["heldout"] = held
@@ -163,6 +164,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
     blind, blind_rows = pairs[held].copy(), other_clips(rows, s.seed)
     blind[list(REF)] = np.array(reference_logprobs(model, tokenizer, store, cfg, blind, blind_rows, None)).T
+    own = pairs[held].copy()  # measured with the term off too: does plain DPO's reward read the clip?
+    own[list(REF)] = np.array(reference_logprobs(model, tokenizer, store, cfg, own, rows, videos)).T
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
         run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
@@ -185,7 +188,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     )
     after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
     after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows, None)
-    video = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others, "video_preference_accuracy")
+    video = pair_accuracy(model, tokenizer, store, cfg, own, rows, videos, "video_preference_accuracy")
     report = {
         **result,
         "enabled": True,
@@ -195,7 +198,7 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "heldout_preference_accuracy_after": after,
         "heldout_preference_accuracy_other_videos": after_blind,
         "video_weight": s.video_weight,
-        "heldout_own_video_preferred": video,  # chosen on its clip over on another's (None: video_weight 0)
+        "heldout_own_video_preferred": video,  # chosen rewarded more on its clip than on another's video
         "precision": prec,
         "device": dev,
     }
