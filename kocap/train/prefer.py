@@ -162,10 +162,10 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             f"at least prefer.min_margin={s.min_margin}; sample more (prefer.candidates, temperature) or lower it"
         )
     before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
-    blind, blind_rows = pairs[held].copy(), other_clips(rows, s.seed)
-    blind[list(REF)] = np.array(reference_logprobs(model, tokenizer, store, cfg, blind, blind_rows, None)).T
-    own = pairs[held].copy()  # measured with the term off too: does plain DPO's reward read the clip?
-    own[list(REF)] = np.array(reference_logprobs(model, tokenizer, store, cfg, own, rows, videos)).T
+    blind_rows = other_clips(rows, s.seed)
+    blind = with_reference(model, tokenizer, store, cfg, pairs[held], blind_rows, None)
+    # measured with the term off too (does plain DPO's reward read the clip?); with it on, the pairs have it
+    own = pairs[held] if others is not None else with_reference(model, tokenizer, store, cfg, pairs[held], rows, videos)
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
         run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
@@ -293,9 +293,8 @@ def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.
                 out.append(pair)
     pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:6])
     pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1], model)
-    ref = reference_logprobs(model, tokenizer, store, cfg, pairs, rows, others)
     log.info("%d preference pairs from %d clips (%d too long dropped)", len(pairs), len(rows), dropped)
-    return pairs.assign(**dict(zip(REF, ref)))
+    return with_reference(model, tokenizer, store, cfg, pairs, rows, others)
 
 
 def candidates(cfg, root, model, tokenizer, store, shard: pd.DataFrame, start: int, budget: int, key: str) -> list:
@@ -383,6 +382,11 @@ def reference_logprobs(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame
         for column, value in zip(out, logp):
             column.append(float("nan") if value is None else float(value))
     return out
+
+
+def with_reference(model, tokenizer, store, cfg: Config, pairs: pd.DataFrame, rows, others) -> pd.DataFrame:
+    """`pairs` with their REF columns scored by reference_logprobs on `rows`' videos (and `others`')."""
+    return pairs.assign(**dict(zip(REF, reference_logprobs(model, tokenizer, store, cfg, pairs, rows, others))))
 
 
 def pair_loss(model, tokenizer, store, cfg: Config, take: pd.DataFrame, rows, others) -> tuple[torch.Tensor, dict, int]:
