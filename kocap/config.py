@@ -307,6 +307,7 @@ class PreferParams(_Section):
     top_k: int = Field(50, ge=1, le=1_000_000)
     repetition_penalty: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)  # 1.0: let loops appear, to reject
     min_margin: float = Field(0.05, ge=0, le=100, allow_inf_nan=False)  # best - worst score below this: no pair
+    pairs_per_clip: int = Field(1, ge=1, le=2016)  # 1: best vs worst; more: the next widest gaps too (train/prefer.py)
     heldout_frac: float = Field(0.2, ge=0, lt=1)  # pairs kept out of training: their preference accuracy is reported
     beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
     video_weight: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)  # mDPO's conditional term (train/prefer.py)

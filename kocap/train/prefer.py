@@ -3,7 +3,7 @@
     kocap stage prefer       # -> data/preferences.parquet, models/prefer/adapter, reports/prefer.json
 
     scores = score_captions(reference, candidates, cut, metric, facts=True)   # one score per candidate
-    pair = best_and_worst(clip, candidates, scores, min_margin)               # or None: too close to teach
+    pairs = ranked_pairs(clip, candidates, scores, min_margin, most=1)        # best vs worst; [] if too close
     loss, stats = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
 
 Pairs need no judge model: K captions sampled from the stage-2 model for a training clip are scored
@@ -95,18 +95,37 @@ def score_captions(reference: str, candidates: list[str], cut: list[bool], metri
 def best_and_worst(clip: str, candidates: list[str], scored: list[Scored], min_margin: float) -> dict | None:
     """The pair row for one clip (chosen = best, rejected = worst), or None when the two are closer than
     `min_margin` or the same text: such a pair would teach noise."""
-    order = sorted(range(len(candidates)), key=lambda i: (-scored[i].score, i))
-    best, worst = order[0], order[-1]
-    if scored[best].score - scored[worst].score < min_margin or candidates[best] == candidates[worst]:
-        return None
-    return {
-        "sample_id": clip,
-        "chosen": candidates[best],
-        "rejected": candidates[worst],
-        "score_chosen": scored[best].score,
-        "score_rejected": scored[worst].score,
-        "why": why(scored[best], scored[worst]),
-    }
+    pairs = ranked_pairs(clip, candidates, scored, min_margin, 1)
+    return pairs[0] if pairs else None
+
+
+def ranked_pairs(clip: str, candidates: list[str], scored: list[Scored], min_margin: float, most: int) -> list[dict]:
+    """Up to `most` pair rows for one clip, the widest score gap first (rank 0 is best vs worst): every
+    (better, worse) pair of distinct texts at least `min_margin` apart. More pairs from the same candidates
+    give DPO more to learn from without sampling more (the candidates are the costly part)."""
+    first = {text: i for i, text in reversed(list(enumerate(candidates)))}  # a repeated text pairs once
+    order = sorted(first.values(), key=lambda i: (-scored[i].score, i))
+    gaps = [
+        (scored[a].score - scored[b].score, -ia, ib, a, b)
+        for ia, a in enumerate(order)
+        for ib, b in enumerate(order)
+        if ib > ia and scored[a].score - scored[b].score >= max(min_margin, 1e-12)
+    ]
+    gaps.sort(key=lambda g: (-g[0], -g[1], -g[2]))  # widest first; ties: the better chosen, then the worse rejected
+    out = []
+    for rank, (_, _, _, a, b) in enumerate(gaps[:most]):
+        out.append(
+            {
+                "sample_id": clip,
+                "rank": rank,
+                "chosen": candidates[a],
+                "rejected": candidates[b],
+                "score_chosen": scored[a].score,
+                "score_rejected": scored[b].score,
+                "why": why(scored[a], scored[b]),
+            }
+        )
+    return out
 
 
 def why(chosen: Scored, rejected: Scored) -> str:
@@ -152,8 +171,10 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     videos = other_clips(rows, s.seed + 1)  # the video term's: each chosen caption on another clip's video
     others = videos if s.video_weight else None  # trained on only with prefer.video_weight
     pairs = preference_pairs(cfg, root, model, tokenizer, store, rows, others)
-    held = heldout(len(pairs), s.heldout_frac, s.seed)
+    held = heldout(pairs.sample_id, s.heldout_frac, s.seed)  # by clip: no held-out clip's caption is trained on
     pairs["heldout"] = held
+    widest = pairs[held & (pairs["rank"] == 0)]  # the figures below: one pair a clip, best vs worst, whatever
+    # prefer.pairs_per_clip is, so they compare across settings
     write_parquet(pairs, root / paths.PREFERENCES)
     train = np.flatnonzero(~held)
     if not len(train):
@@ -161,11 +182,11 @@ def run(cfg: Config, root: Path, env=None) -> dict:
             f"no training pairs: {len(pairs)} pair(s) from {s.candidates} candidates per clip with a score gap of "
             f"at least prefer.min_margin={s.min_margin}; sample more (prefer.candidates, temperature) or lower it"
         )
-    before = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
+    before = pair_accuracy(model, tokenizer, store, cfg, widest, rows, others)
     blind_rows = other_clips(rows, s.seed)
-    blind = with_reference(model, tokenizer, store, cfg, pairs[held], blind_rows, None)
+    blind = with_reference(model, tokenizer, store, cfg, widest, blind_rows, None)
     # measured with the term off too (does plain DPO's reward read the clip?); with it on, the pairs have it
-    own = pairs[held] if others is not None else with_reference(model, tokenizer, store, cfg, pairs[held], rows, videos)
+    own = widest if others is not None else with_reference(model, tokenizer, store, cfg, widest, rows, videos)
     sides = pairs[["sample_id", "chosen", "rejected"]].values.tolist()
     signature = run_signature(
         run_params(cfg.section("prefer")), cfg.section("model"), sides, files=weight_files(root / paths.ADAPTER)
@@ -186,17 +207,25 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     result = train_tracked(
         cfg, "prefer", root, model, batch, spec, root / paths.PREFER_PLOT, save, getattr(env, "track", True)
     )
-    after = pair_accuracy(model, tokenizer, store, cfg, pairs[held], rows, others)
+    after = pair_accuracy(model, tokenizer, store, cfg, widest, rows, others)
+    narrower = pairs[held & (pairs["rank"] > 0)]
+    after_all = pair_accuracy(model, tokenizer, store, cfg, narrower, rows, others)
     after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows, None)
     video = pair_accuracy(model, tokenizer, store, cfg, own, rows, videos, "video_preference_accuracy")
     report = {
         **result,
         "enabled": True,
         "pairs": int(len(pairs)),
+        "pairs_per_clip": s.pairs_per_clip,
+        "heldout_clips": int(len(widest)),
         "heldout_pairs": int(held.sum()),
         "heldout_preference_accuracy_before": before,
         "heldout_preference_accuracy_after": after,
         "heldout_preference_accuracy_other_videos": after_blind,
+        # the held-out clips' other pairs (prefer.pairs_per_clip > 1), all pairs weighted alike
+        "heldout_preference_accuracy_all_pairs": None
+        if after is None
+        else (after * len(widest) + (after_all or 0.0) * len(narrower)) / (len(widest) + len(narrower)),
         "video_weight": s.video_weight,
         "heldout_own_video_preferred": video,  # chosen rewarded more on its clip than on another's video
         "precision": prec,
@@ -223,6 +252,7 @@ def skip(root: Path) -> dict:
 REF = ("ref_chosen", "ref_rejected", "ref_chosen_other")
 PAIR_COLUMNS = [
     "sample_id",
+    "rank",  # 0: the clip's best vs its worst candidate; 1, 2, ...: narrower gaps (prefer.pairs_per_clip)
     "chosen",
     "rejected",
     "score_chosen",
@@ -266,11 +296,12 @@ def other_clips(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return out
 
 
-def heldout(n: int, frac: float, seed: int) -> np.ndarray:
-    """A seeded mask of the pairs kept out of training."""
-    mask = np.zeros(n, dtype=bool)
-    mask[np.random.default_rng(seed).permutation(n)[: int(round(n * frac))]] = True
-    return mask
+def heldout(clips: pd.Series, frac: float, seed: int) -> np.ndarray:
+    """A seeded mask of the pairs kept out of training: every pair of a seeded `frac` of the clips (with one
+    pair a clip, the pairs themselves)."""
+    order = pd.unique(clips)
+    kept = order[np.random.default_rng(seed).permutation(len(order))[: int(round(len(order) * frac))]]
+    return clips.isin(kept).to_numpy()
 
 
 def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.DataFrame, others) -> pd.DataFrame:
@@ -288,10 +319,8 @@ def preference_pairs(cfg: Config, root: Path, model, tokenizer, store, rows: pd.
             shard.itertuples(), candidates(cfg, root, model, tokenizer, store, shard, start, budget, key)
         ):
             scored = score_captions(row.caption_ko, captions, cut, cfg.eval.primary_metric, facts)
-            pair = best_and_worst(row.sample_id, captions, scored, s.min_margin)
-            if pair:
-                out.append(pair)
-    pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:6])
+            out += ranked_pairs(row.sample_id, captions, scored, s.min_margin, s.pairs_per_clip)
+    pairs = pd.DataFrame(out, columns=PAIR_COLUMNS[:7])
     pairs, dropped = _encodable(pairs, tokenizer, cfg, store.get(rows.iloc[:1]).shape[1], model)
     log.info("%d preference pairs from %d clips (%d too long dropped)", len(pairs), len(rows), dropped)
     return with_reference(model, tokenizer, store, cfg, pairs, rows, others)

@@ -315,11 +315,14 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
         _kocap(project)
     overrides = ["prefer.enabled=true", "prefer.max_clips=12", "prefer.candidates=3", "prefer.epochs=1"]
     overrides += ["prefer.video_weight=1.0"]  # mDPO's conditional term: the chosen on another clip's video too
+    overrides += ["prefer.pairs_per_clip=2"]  # best vs worst, and the next widest gap of the same candidates
     overrides += ["eval.max_new_tokens=auto"]  # whole captions to rank (48 tokens would cut every one alike)
     summary, _ = _kocap(project, *overrides)
     assert all(summary[s]["ran"] is True for s in ("prefer", "evaluate", "register")) and not summary["finetune"]["ran"]
     pairs = pd.read_parquet(project / "data/preferences.parquet")
-    assert 0 < len(pairs) <= 12 and (pairs.chosen != pairs.rejected).all()
+    assert 0 < len(pairs) <= 24 and (pairs.chosen != pairs.rejected).all() and (pairs["rank"] <= 1).all()
+    assert pairs.groupby("sample_id")["rank"].min().eq(0).all() and pairs["rank"].eq(1).any()
+    assert pairs.groupby("sample_id")["heldout"].nunique().eq(1).all()  # a clip's pairs are held out together
     assert (pairs.score_chosen - pairs.score_rejected >= 0.05).all() and pairs.why.str.startswith("primary").all()
     assert pairs[["ref_chosen", "ref_rejected", "ref_chosen_other"]].lt(0).all().all()  # whole captions' log-probs
     assert (pairs.ref_chosen != pairs.ref_chosen_other).all()  # the same caption on another clip's video
@@ -329,6 +332,7 @@ def test_the_preference_stage_trains_on_the_models_own_captions_and_dvc_agrees(p
     assert (blind is None) == (report["heldout_pairs"] == 0) and (blind is None or 0.0 <= blind <= 1.0)
     own = report["heldout_own_video_preferred"]  # chosen on its own clip rewarded over on another's video
     assert (own is None) == (report["heldout_pairs"] == 0) and report["video_weight"] == 1.0
+    assert report["heldout_clips"] == pairs[pairs.heldout].sample_id.nunique() and report["pairs_per_clip"] == 2
     client = _mlflow(project)
     latest = max(client.search_model_versions("name='kocap'"), key=lambda v: int(v.version))
     assert latest.tags["prefer"].startswith(f"DPO on {len(pairs)} pairs") and "video term 1.0" in latest.tags["prefer"]

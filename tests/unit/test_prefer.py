@@ -10,7 +10,16 @@ import torch
 from kocap.model.presets import video_tokens
 from kocap.model.text import encode
 from kocap.model.video_lm import embed, sequence_logprobs
-from kocap.train.prefer import best_and_worst, dpo_loss, facts_share, other_clips, repeated_share, score_captions
+from kocap.train.prefer import (
+    best_and_worst,
+    dpo_loss,
+    facts_share,
+    heldout,
+    other_clips,
+    ranked_pairs,
+    repeated_share,
+    score_captions,
+)
 
 from .test_model_build import CAPTIONS, base  # noqa: F401  (the tiny base checkpoint fixture)
 
@@ -87,6 +96,31 @@ def test_pairs_prefer_the_caption_that_states_the_clip_over_a_repeating_or_cut_o
     assert best_and_worst("clip-1", candidates, scored, min_margin=10.0) is None  # too close to teach
     same = score_captions(REFERENCE, [wrong, wrong], [False, False], "rouge_l", facts=True)
     assert best_and_worst("clip-2", [wrong, wrong], same, min_margin=0.0) is None  # nothing to prefer
+
+
+def test_more_pairs_a_clip_take_the_next_widest_gaps_of_the_same_candidates():
+    grounded = REFERENCE.replace("등장합니다", "보입니다")
+    wrong = "맑은 날 한낮에 도시의 모습을 담은 영상입니다. 화면에는 파란색 공 세 개가 등장합니다."
+    looping = "화면에는 파란색 공 세 개가 등장합니다. " * 3
+    candidates, cut = [wrong, grounded, looping, grounded], [False, False, True, False]  # a duplicate text
+    scored = score_captions(REFERENCE, candidates, cut, "rouge_l", facts=True)
+    pairs = ranked_pairs("clip-1", candidates, scored, min_margin=0.1, most=10)
+    assert [p["rank"] for p in pairs] == list(range(len(pairs)))
+    assert pairs[0] == {**best_and_worst("clip-1", candidates, scored, min_margin=0.1), "rank": 0}
+    gaps = [p["score_chosen"] - p["score_rejected"] for p in pairs]
+    assert gaps == sorted(gaps, reverse=True) and min(gaps) >= 0.1
+    assert {(p["chosen"], p["rejected"]) for p in pairs} == {(grounded, looping), (grounded, wrong), (wrong, looping)}
+    assert len(pairs) == 3  # the duplicate grounded caption adds no pair, and never faces itself
+    assert ranked_pairs("clip-1", candidates, scored, min_margin=0.1, most=2) == pairs[:2]
+
+
+def test_held_out_pairs_are_whole_clips():
+    clips = pd.Series(["a", "a", "b", "c", "c", "c", "d", "e"])
+    mask = heldout(clips, 0.4, seed=3)
+    held = set(clips[mask])
+    assert len(held) == 2 and all(mask[i] == (c in held) for i, c in enumerate(clips))  # a clip is in or out whole
+    one_each = pd.Series(list("abcde"))
+    assert heldout(one_each, 0.4, seed=3).sum() == 2  # one pair a clip: the pairs themselves
 
 
 def test_repeats_and_facts_are_read_from_the_text():
