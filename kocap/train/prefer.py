@@ -104,28 +104,26 @@ def ranked_pairs(clip: str, candidates: list[str], scored: list[Scored], min_mar
     (better, worse) pair of distinct texts at least `min_margin` apart. More pairs from the same candidates
     give DPO more to learn from without sampling more (the candidates are the costly part)."""
     first = {text: i for i, text in reversed(list(enumerate(candidates)))}  # a repeated text pairs once
-    order = sorted(first.values(), key=lambda i: (-scored[i].score, i))
-    gaps = [
-        (scored[a].score - scored[b].score, -ia, ib, a, b)
-        for ia, a in enumerate(order)
-        for ib, b in enumerate(order)
-        if ib > ia and scored[a].score - scored[b].score >= max(min_margin, 1e-12)
+    order = sorted(first.values(), key=lambda i: (-scored[i].score, i))  # best first
+    place = {i: n for n, i in enumerate(order)}
+
+    def gap(a: int, b: int) -> float:
+        return scored[a].score - scored[b].score
+
+    pairs = [(a, b) for n, a in enumerate(order) for b in order[n + 1 :] if gap(a, b) > 0 and gap(a, b) >= min_margin]
+    pairs.sort(key=lambda ab: (-gap(*ab), place[ab[0]], -place[ab[1]]))  # widest first; ties: best, then worst
+    return [
+        {
+            "sample_id": clip,
+            "rank": rank,
+            "chosen": candidates[a],
+            "rejected": candidates[b],
+            "score_chosen": scored[a].score,
+            "score_rejected": scored[b].score,
+            "why": why(scored[a], scored[b]),
+        }
+        for rank, (a, b) in enumerate(pairs[:most])
     ]
-    gaps.sort(key=lambda g: (-g[0], -g[1], -g[2]))  # widest first; ties: the better chosen, then the worse rejected
-    out = []
-    for rank, (_, _, _, a, b) in enumerate(gaps[:most]):
-        out.append(
-            {
-                "sample_id": clip,
-                "rank": rank,
-                "chosen": candidates[a],
-                "rejected": candidates[b],
-                "score_chosen": scored[a].score,
-                "score_rejected": scored[b].score,
-                "why": why(scored[a], scored[b]),
-            }
-        )
-    return out
 
 
 def why(chosen: Scored, rejected: Scored) -> str:
@@ -209,7 +207,9 @@ def run(cfg: Config, root: Path, env=None) -> dict:
     )
     after = pair_accuracy(model, tokenizer, store, cfg, widest, rows, others)
     narrower = pairs[held & (pairs["rank"] > 0)]
-    after_all = pair_accuracy(model, tokenizer, store, cfg, narrower, rows, others)
+    after_narrower = pair_accuracy(model, tokenizer, store, cfg, narrower, rows, others)  # the widest not scored twice
+    n = len(widest) + len(narrower)
+    held_all = ((after or 0.0) * len(widest) + (after_narrower or 0.0) * len(narrower)) / n if n else None
     after_blind = pair_accuracy(model, tokenizer, store, cfg, blind, blind_rows, None)
     video = pair_accuracy(model, tokenizer, store, cfg, own, rows, videos, "video_preference_accuracy")
     report = {
@@ -222,10 +222,8 @@ def run(cfg: Config, root: Path, env=None) -> dict:
         "heldout_preference_accuracy_before": before,
         "heldout_preference_accuracy_after": after,
         "heldout_preference_accuracy_other_videos": after_blind,
-        # the held-out clips' other pairs (prefer.pairs_per_clip > 1), all pairs weighted alike
-        "heldout_preference_accuracy_all_pairs": None
-        if after is None
-        else (after * len(widest) + (after_all or 0.0) * len(narrower)) / (len(widest) + len(narrower)),
+        # every held-out pair alike, the narrower gaps (prefer.pairs_per_clip > 1) with the widest
+        "heldout_preference_accuracy_all_pairs": held_all,
         "video_weight": s.video_weight,
         "heldout_own_video_preferred": video,  # chosen rewarded more on its clip than on another's video
         "precision": prec,
