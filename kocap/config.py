@@ -152,13 +152,16 @@ class TinyLMParams(_Section):
 
 
 class TinyTowerParams(_Section):
-    """The tiny preset's stand-in for CLIP's pre-training: its tower learns, from single training frames,
-    which words their caption uses (bag of words). Frozen afterwards, as a CLIP tower is."""
+    """The tiny preset's stand-in for CLIP's pre-training: its tower learns, from single training frames and
+    generated stills, which words their caption uses (bag of words). Frozen afterwards, as a CLIP tower is."""
 
-    pretrain_steps: int = Field(300, ge=0, le=1_000_000)
+    pretrain_steps: int = Field(3000, ge=0, le=1_000_000)
     lr: float = Field(3e-3, gt=0, le=1, allow_inf_nan=False)
     batch_size: int = Field(32, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    # stills rendered by the sample's generator (a seed stream of their own, never a clip of the sample) beside
+    # the training frames: CLIP's pre-training saw far more images than a task's clips (README, the tower)
+    generated_frames: int = Field(4000, ge=0, le=1_000_000)
 
 
 # A 7-8B model on a T4: one clip (image) a step, accumulated; stage 1 and DPO on the same footing.

@@ -6,8 +6,9 @@ Production presets load CLIP ViT-L/14@336 and Qwen3 with `from_pretrained` (hub 
 add `<video>`/`<image>` to Qwen's tokenizer. The tiny preset has no pretrained LLM to load, so it
 makes its stand-in here: a byte-level BPE tokenizer and a small Qwen3 pre-trained on the training
 captions in the chat format (text only: no video is seen, so grounding still has to be learned in
-stage 2), and its CLIP stand-in: a tiny tower pre-trained on training frames to tell which words their
-caption uses, frozen afterwards as CLIP is.
+stage 2), and its CLIP stand-in: a tiny tower pre-trained on training frames and stills the sample's
+generator renders (`model.tiny_tower.generated_frames`) to tell which words their caption uses, frozen
+afterwards as CLIP is.
 """
 
 from __future__ import annotations
@@ -124,6 +125,32 @@ def pretrain_tiny_lm(tokenizer, texts: list[str], cfg: Config) -> tuple[Qwen3For
     return model, final
 
 
+class GeneratedStills:
+    """`n` stills of scenes the embedded sample's generator draws and renders as it does the sample's clips,
+    each with its caption: frame(i) is rendered on first use (preprocessed as clip frames are), so a short
+    pre-training renders only what it draws. Still i depends on (seed, i) alone, from a stream of its own
+    (the sample's clips are seeded [data.sample.seed, i]; still i [seed, i, 1] and [seed, i, 2])."""
+
+    def __init__(self, n: int, cfg: Config, image_size: int, seed: int):
+        from ..sample.captions import describe
+        from ..sample.scene import draw_scene
+
+        self.sample, self.image_size, self.seed = cfg.data.sample, image_size, seed
+        self.scenes = [draw_scene(np.random.default_rng([seed, i, 1])) for i in range(n)]
+        self.captions = [describe(s, np.random.default_rng([seed, i, 2])) for i, s in enumerate(self.scenes)]
+        self._frames: dict[int, np.ndarray] = {}
+
+    def frame(self, i: int) -> np.ndarray:
+        from ..model.preprocess import resize_crop
+        from ..sample.scene import render
+
+        if i not in self._frames:
+            s, rng = self.sample, np.random.default_rng([self.seed, i, 3])
+            clip = render(self.scenes[i], s.size, s.num_frames, rng)
+            self._frames[i] = resize_crop(clip[[rng.integers(s.num_frames)]], self.image_size)[0]
+        return self._frames[i]
+
+
 def chat_sequence(tokenizer, caption: str, prompt: str) -> tuple[list[int], list[int]]:
     """(ids, labels) of one pre-training turn: the user turn with its media slot empty, then the answer;
     labels -100 on the prompt, as in stage 2, so the LM learns to answer that prompt in the captions' words."""
@@ -133,10 +160,11 @@ def chat_sequence(tokenizer, caption: str, prompt: str) -> tuple[list[int], list
 
 
 def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: Config) -> float | None:
-    """The tiny tower's stand-in for CLIP's image-text pre-training: single training frames, through the
-    path the LM's features take (layer -2, the family's per-frame reduction), averaged, predict which
-    words their caption uses (bag of words, a linear head dropped afterwards). Stage 2 keeps the tower
-    frozen as always; a family's separate image tower gets the same weights."""
+    """The tiny tower's stand-in for CLIP's image-text pre-training: single training frames and generated
+    stills (GeneratedStills: the 198 training clips alone left weather, object, row and camera weak in the
+    features; README), through the path the LM's features take (layer -2, the family's per-frame reduction),
+    averaged, predict which words their caption uses (bag of words, a linear head dropped afterwards).
+    Stage 2 keeps the tower frozen as always; a family's separate image tower gets the same weights."""
     p = cfg.model.tiny_tower
     if not p.pretrain_steps or rows.empty:
         return None
@@ -144,9 +172,11 @@ def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: C
     fam = family_of(inner.config)
     tower = getattr(inner, fam.video_tower)
     features_width = fam.feature_width(inner.config)
-    targets = torch.zeros(len(rows), len(tokenizer))
-    for i, caption in enumerate(rows["caption_ko"]):
-        targets[i, sorted(set(tokenizer(caption, add_special_tokens=False)["input_ids"]))] = 1
+    stills = GeneratedStills(p.generated_frames, cfg, cfg.model.chosen.image_size, p.seed)
+    captions = [*rows["caption_ko"], *stills.captions]
+    targets = torch.zeros(len(captions), len(tokenizer))
+    for i, ids in enumerate(tokenizer(captions, add_special_tokens=False)["input_ids"]):  # one batched call
+        targets[i, sorted(set(ids))] = 1
     varying = (targets.mean(0) > 0) & (targets.mean(0) < 1)  # a word every caption uses tells nothing
     targets = targets[:, varying]
     head = torch.nn.Linear(features_width, targets.shape[1])
@@ -156,9 +186,13 @@ def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: C
     rng = np.random.default_rng(p.seed)
     losses = []
     read = frame_reader(root, rows)
+
+    def frame(i: int) -> np.ndarray:  # a training clip's frame at random, or a generated still
+        return read(i)[rng.integers(cfg.frames.num_frames)] if i < len(rows) else stills.frame(i - len(rows))
+
     for _ in range(p.pretrain_steps):
-        clips = rng.choice(len(rows), size=min(p.batch_size, len(rows)), replace=False)
-        frames = np.stack([read(c)[rng.integers(cfg.frames.num_frames)] for c in clips])
+        clips = rng.choice(len(captions), size=min(p.batch_size, len(captions)), replace=False)
+        frames = np.stack([frame(c) for c in clips])
         pooled = fam.still_features(inner, frames)
         loss = F.binary_cross_entropy_with_logits(head(pooled.mean(1)), targets[clips])
         loss.backward()

@@ -10,10 +10,12 @@ from kocap import paths
 from kocap.config import load_config
 from kocap.model.build import assemble, tiny_text_config, tiny_vision_config
 from kocap.model.text import train_tiny_tokenizer, user_turn
-from kocap.train.assemble import chat_sequence, pretrain_tiny_tower
+from kocap.sample.facts import read_facts
+from kocap.train.assemble import GeneratedStills, chat_sequence, pretrain_tiny_tower
 
 PROMPT = "이 영상을 한국어로 상세히 묘사해주세요."
 CAPTIONS = {"빨간색": "화면에는 빨간색 공이 있습니다.", "파란색": "화면에는 파란색 공이 있습니다."}
+NO_STILLS = "model.tiny_tower.generated_frames=0"  # the colours below come from the training frames alone
 RGB = {"빨간색": (220, 40, 40), "파란색": (40, 80, 230)}
 
 
@@ -46,7 +48,9 @@ def test_the_tiny_tower_learns_which_caption_words_its_frames_show_and_is_frozen
     lm_before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
 
     def pretrain(steps):
-        cfg = load_config(overrides=[f"model.tiny_tower.pretrain_steps={steps}", "model.tiny_tower.batch_size=8"])
+        cfg = load_config(
+            overrides=[f"model.tiny_tower.pretrain_steps={steps}", "model.tiny_tower.batch_size=8", NO_STILLS]
+        )
         return pretrain_tiny_tower(model, rows, tok, tmp_path, cfg)
 
     first = pretrain(1)
@@ -58,3 +62,17 @@ def test_the_tiny_tower_learns_which_caption_words_its_frames_show_and_is_frozen
     assert not any(p.requires_grad for p in model.model.vision_tower.parameters())  # frozen, as CLIP is
     assert all(torch.equal(model.model.language_model.state_dict()[k], v) for k, v in lm_before.items())
     assert pretrain(0) is None  # 0 steps: the random tower as it was
+
+
+def test_generated_stills_are_seeded_preprocessed_frames_with_captions_that_state_every_fact():
+    cfg = load_config(overrides=["model.preset=tiny"])
+    stills = GeneratedStills(6, cfg, 64, seed=0)
+    frames = np.stack([stills.frame(i) for i in reversed(range(6))])[::-1]  # any order: still i is (seed, i)'s
+    assert frames.shape == (6, 64, 64, 3) and frames.dtype == np.uint8
+    assert all(None not in read_facts(c).values() for c in stills.captions)  # each states the scene it shows
+    again = GeneratedStills(6, cfg, 64, seed=0)
+    assert np.array_equal(frames, np.stack([again.frame(i) for i in range(6)])) and again.captions == stills.captions
+    assert GeneratedStills(8, cfg, 64, seed=0).captions[:6] == stills.captions  # more stills keep the first ones
+    other = GeneratedStills(6, cfg, 64, seed=1)
+    assert not np.array_equal(frames, np.stack([other.frame(i) for i in range(6)]))
+    assert len({f.tobytes() for f in frames}) == 6
