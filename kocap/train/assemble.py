@@ -129,7 +129,7 @@ class GeneratedStills:
     """`n` stills of scenes the embedded sample's generator draws and renders as it does the sample's clips,
     each with its caption: frame(i) is rendered on first use (preprocessed as clip frames are), so a short
     pre-training renders only what it draws. Still i depends on (seed, i) alone, from a stream of its own
-    (the sample's clips are seeded [data.sample.seed, i]; still i [seed, i, 1] and [seed, i, 2])."""
+    (the sample's clips are seeded [data.sample.seed, i]; still i [seed, i, 1], 2 and 3: scene, caption, render)."""
 
     def __init__(self, n: int, cfg: Config, image_size: int, seed: int):
         from ..sample.captions import describe
