@@ -29,9 +29,12 @@ from ..data.rows import frame_reader, split_rows
 from ..io import write_json
 from ..model.build import assemble, assemble_to_folder, tiny_text_config
 from ..model.family import family, family_of, pretrained
+from ..model.preprocess import resize_crop
 from ..model.presets import source
 from ..model.sources import ensure_sources
 from ..model.text import add_tokens, answer, load_tokenizer, train_tiny_tokenizer, user_turn
+from ..sample.captions import describe
+from ..sample.scene import draw_scene, render
 from .loop import host_peak_mb
 
 log = logging.getLogger(__name__)
@@ -132,18 +135,12 @@ class GeneratedStills:
     (the sample's clips are seeded [data.sample.seed, i]; still i [seed, i, 1], 2 and 3: scene, caption, render)."""
 
     def __init__(self, n: int, cfg: Config, image_size: int, seed: int):
-        from ..sample.captions import describe
-        from ..sample.scene import draw_scene
-
         self.sample, self.image_size, self.seed = cfg.data.sample, image_size, seed
         self.scenes = [draw_scene(np.random.default_rng([seed, i, 1])) for i in range(n)]
         self.captions = [describe(s, np.random.default_rng([seed, i, 2])) for i, s in enumerate(self.scenes)]
         self._frames: dict[int, np.ndarray] = {}
 
     def frame(self, i: int) -> np.ndarray:
-        from ..model.preprocess import resize_crop
-        from ..sample.scene import render
-
         if i not in self._frames:
             s, rng = self.sample, np.random.default_rng([self.seed, i, 3])
             clip = render(self.scenes[i], s.size, s.num_frames, rng)
