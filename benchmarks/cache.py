@@ -27,6 +27,7 @@ from kocap.scratch import BIN, scratch_project, sh  # noqa: E402
 
 QUICK = [
     "data.sample.num_clips=48",
+    "data.sample.val_frac=0.15",
     "data.sample.clips_per_zip=16",
     "data.sample.num_images=24",
     "model.tiny_lm.pretrain_steps=50",
