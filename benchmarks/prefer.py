@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=48)
     ap.add_argument("overrides", nargs="*", help="params, e.g. prefer.epochs=3")
     args = ap.parse_args()
-    # 15% for validation: the default's 7% (of 960 clips) leaves a small sample few clips to score
+    # 15% for validation: the default's 6% (of 720 clips) leaves a small sample few clips to score
     base = [f"data.sample.num_clips={args.clips}", "data.sample.val_frac=0.15", "data.sample.num_images=24"]
     base += ["registry.min_clips=1"]
     env = RunEnv({}, track=False)

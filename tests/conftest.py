@@ -47,7 +47,7 @@ from kocap.ui import wait_healthy  # noqa: E402
 os.environ.pop(SHARED_PREFECT, None)
 
 REPO = Path(__file__).resolve().parents[1]
-# 15% validation (the defaults take 7% of 960): a 24-clip sample then still has a few validation clips
+# 15% validation (the defaults take 6% of 720): a 24-clip sample then still has a few validation clips
 SMALL = dict(num_clips=24, val_frac=0.15, clips_per_zip=8, num_images=6, part_size=1024)
 
 
