@@ -158,10 +158,10 @@ def chat_sequence(tokenizer, caption: str, prompt: str) -> tuple[list[int], list
 
 def pretrain_tiny_tower(model, rows: pd.DataFrame, tokenizer, root: Path, cfg: Config) -> float | None:
     """The tiny tower's stand-in for CLIP's image-text pre-training: single training frames and generated
-    stills (GeneratedStills: the 198 training clips of the sample as it was then left weather, object, row and
-    camera weak in the features; README), through the path the LM's features take (layer -2, the family's
-    per-frame reduction), averaged, predict which words their caption uses (bag of words, a linear head
-    dropped afterwards).
+    stills (GeneratedStills: on the 240-clip sample of 2026-12-07, its 198 training clips alone left weather,
+    object, row and camera weak in the features; README), through the path the LM's features take (layer -2,
+    the family's per-frame reduction), averaged, predict which words their caption uses (bag of words, a
+    linear head dropped afterwards).
     Stage 2 keeps the tower frozen as always; a family's separate image tower gets the same weights."""
     p = cfg.model.tiny_tower
     if not p.pretrain_steps or rows.empty:
