@@ -103,9 +103,8 @@ def summary():
 
     root = Path.cwd()
     setup_environment(root)
-    stale = dvcops.changed_stages(root)
     for s in pipeline.STAGES:
-        state = "NOT up to date (run `kocap run` or `dvc repro`)" if s.name in stale else "up to date"
+        state = "up to date" if not dvcops.changed(root, s.name) else "NOT up to date (run `kocap run` or `dvc repro`)"
         typer.echo(f"stage {s.name}: {state}")
         for out in s.outs + s.metrics:
             typer.echo(f"  {out:<32} {_describe(root / out)}")
