@@ -16,10 +16,10 @@ from ..conftest import SMALL
 # (tests/unit/test_tiny_pretraining.py, test_production_path.py; the micro preset and the newcomer's demo keep
 # `auto`): here 10 tower steps on 64 generated stills, not 3,000 on 4,000, and 48 new tokens, not ~350 (a quick
 # model runs to the budget).
+QUICK_TOWER = ["model.tiny_tower.pretrain_steps=10", "model.tiny_tower.generated_frames=64"]
 QUICK_TRAINING = [
     "model.tiny_lm.pretrain_steps=5",
-    "model.tiny_tower.pretrain_steps=10",
-    "model.tiny_tower.generated_frames=64",
+    *QUICK_TOWER,
     "stage1.epochs=1",
     "stage2.epochs=1",
     "stage2.checkpoint_every=5",

@@ -26,7 +26,7 @@ from kocap.model.features import CACHE, FeatureStore
 from kocap.scratch import BIN, REPO, SHARED_PREFECT, make_recipe, newcomer_clone
 from kocap.train import finetune
 
-from .projects import sh
+from .projects import QUICK_TOWER, sh
 
 pytestmark = pytest.mark.slow
 # a newcomer's shell: none of the variables the test session sets (kocap's own defaults apply)
@@ -156,11 +156,9 @@ def test_a_run_that_changes_the_base_registers_a_version_that_points_at_the_new_
     second run: what it proves is lineage, not quality.)"""
     clone, _ = demo
     before = _produced(clone)
-    quick = (
-        "model.tiny_lm.pretrain_steps=40 model.tiny_tower.pretrain_steps=10 model.tiny_tower.generated_frames=64 "
-        "stage1.include_videos=false stage2.epochs=1 eval.max_new_tokens=48"
-    )
-    _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 {quick}")
+    quick = ["model.tiny_lm.pretrain_steps=40", *QUICK_TOWER, "stage1.include_videos=false", "stage2.epochs=1"]
+    quick += ["eval.max_new_tokens=48"]
+    _run(clone, f"{BIN}/kocap run model.tiny_lm.seed=1 {' '.join(quick)}")
     after = _produced(clone)
     assert after["models/base"] != before["models/base"] and after["models/finetune"] != before["models/finetune"]
     versions = sorted(int(v.version) for v in _mlflow(clone).search_model_versions("name='kocap'"))

@@ -22,6 +22,7 @@ from kocap.env import RunEnv
 from kocap.train import align, assemble, finetune, prefer
 
 from ..conftest import SMALL
+from .projects import QUICK_TOWER
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 # the tests' small sample (24 clips) and a tower pre-trained 10 steps, not 3,000 (its own test is in
 # tests/unit/test_tiny_pretraining.py): resuming is about the loop's state, not about how much there is to learn
 SMALL_SAMPLE = [f"data.sample.{k}={v}" for k, v in SMALL.items()]
-SMALL_SAMPLE += ["model.tiny_tower.pretrain_steps=10", "model.tiny_tower.generated_frames=64"]
+SMALL_SAMPLE += QUICK_TOWER
 
 
 @pytest.fixture(scope="module")
